@@ -1,0 +1,48 @@
+"""The `adastate` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import AdaStateError
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .model.loader import inspect_checkpoint
+
+    for path in args.paths:
+        info = inspect_checkpoint(path, text_len=args.text_len)
+        print("\n".join(info.lines()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="adastate",
+        description="AdaState: streaming text-to-video with a self-evolving anchor (Wan2.1).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    info = sub.add_parser(
+        "info", help="describe a DiT checkpoint: format, size, dtype, parameter count"
+    )
+    info.add_argument("paths", nargs="+", metavar="PATH", help="checkpoint file or model folder")
+    info.add_argument("--text-len", type=int, default=512, help="text length (default 512)")
+    info.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except AdaStateError as err:
+        print(f"adastate: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("adastate: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,465 @@
+"""CausalWanDiT: the Wan2.1 text-to-video DiT, driven by externally supplied K/V caches.
+
+The math is the official Wan2.1 `WanModel` (REFERENCE.md §1); what is added is the interface a
+streaming sampler needs:
+
+* per-frame timesteps `t: [B, F]` (each latent frame gets its own modulation);
+* self-attention of the live tokens over cached K/V segments. Cached keys are handed in
+  *without* RoPE together with their temporal positions, so a sampler can re-index a sliding
+  window with block-relative positions; RoPE angles are built in float64 for any position;
+* the live frames' un-roped K/V returned for caching;
+* prompt cross-attention K/V computed once (`encode_context`) and reused.
+
+With no cache, `model(x, t, context)` is exactly the official full-attention forward.
+
+Precision policy: linears and attention run in `compute_dtype`; the residual stream, time
+embedding, modulation, norms and head run in `precise_dtype` (fp32, as the official code does).
+Linear weights may be *stored* lower (bf16/fp16/fp8) and are cast per layer when used.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attention import AttentionFn, get_backend
+from .config import WanConfig
+from .rope import RopeTable, rope_angles
+
+# ----------------------------------------------------------------------------------------------
+# data passed in and out
+
+
+@dataclass(frozen=True)
+class KVSegment:
+    """Un-roped self-attention keys and values of consecutive latent frames, for all layers.
+
+    k, v: [num_layers, B, F, N, dim] (N tokens per frame). positions: [F] temporal RoPE
+    positions these frames take in the window they are read in (float64).
+    """
+
+    k: Tensor
+    v: Tensor
+    positions: Tensor
+
+    @property
+    def num_frames(self) -> int:
+        return self.k.shape[2]
+
+    def at(self, positions: Sequence[float] | Tensor) -> KVSegment:
+        """The same K/V placed at other temporal positions (no copy)."""
+        pos = torch.as_tensor(positions, dtype=torch.float64, device=self.k.device).reshape(-1)
+        if pos.numel() != self.num_frames:
+            raise ValueError(f"{pos.numel()} positions for {self.num_frames} frames")
+        return KVSegment(self.k, self.v, pos)
+
+    def frames(self, start: int, stop: int) -> KVSegment:
+        """Frames [start, stop) of this segment (views, no copy)."""
+        return KVSegment(
+            self.k[:, :, start:stop], self.v[:, :, start:stop], self.positions[start:stop]
+        )
+
+
+@dataclass(frozen=True)
+class CrossKV:
+    """Cross-attention keys/values of one prompt for every layer: k, v [num_layers, B, text_len, dim]."""
+
+    k: Tensor
+    v: Tensor
+
+
+# ----------------------------------------------------------------------------------------------
+# layers
+
+
+class Linear(nn.Linear):
+    """A linear layer whose weight may be stored in low precision (bf16/fp16/fp8) and is cast to
+    the input's dtype when used. `scale_weight` (ComfyUI scaled fp8) multiplies the weight."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__(in_features, out_features, bias)
+        self.register_buffer("scale_weight", None, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, cast_weight(self, x.dtype), cast_or_none(self.bias, x.dtype))
+
+
+class PatchEmbed(nn.Module):
+    """Conv3d with stride = kernel = patch, computed as a linear map of flattened patches.
+    weight: [dim, C, pt, ph, pw] (the official Conv3d layout), bias: [dim]."""
+
+    def __init__(self, in_dim: int, dim: int, patch: tuple[int, int, int]):
+        super().__init__()
+        self.patch = patch
+        self.weight = nn.Parameter(torch.empty(dim, in_dim, *patch))
+        self.bias = nn.Parameter(torch.empty(dim))
+        self.register_buffer("scale_weight", None, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [B, C, F, H, W] -> tokens [B, f*h*w, dim] in (f, h, w) order."""
+        b, c, n_f, n_h, n_w = x.shape
+        pt, ph, pw = self.patch
+        patches = x.reshape(b, c, n_f // pt, pt, n_h // ph, ph, n_w // pw, pw)
+        patches = patches.permute(0, 2, 4, 6, 1, 3, 5, 7).flatten(4).flatten(1, 3)
+        weight = cast_weight(self, x.dtype).flatten(1)
+        return F.linear(patches, weight, self.bias.to(x.dtype))
+
+
+def cast_weight(module: nn.Module, dtype: torch.dtype) -> Tensor:
+    weight = module.weight.to(dtype)
+    if module.scale_weight is not None:
+        weight = weight * module.scale_weight.to(dtype)
+    return weight
+
+
+def cast_or_none(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    return None if t is None else t.to(dtype)
+
+
+def layer_norm(x: Tensor, eps: float) -> Tensor:
+    """LayerNorm without affine, in fp32 (returns x's dtype only if x is fp32 or wider)."""
+    return F.layer_norm(x.float(), x.shape[-1:], eps=eps)
+
+
+class RMSNorm(nn.Module):
+    """RMS norm over the whole model width (Wan's q/k norm), computed in fp32."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.float()
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.float()
+
+
+class AffineLayerNorm(nn.LayerNorm):
+    """LayerNorm with affine (`norm3`), computed in fp32."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(
+            x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps
+        )
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: WanConfig):
+        super().__init__()
+        d = cfg.dim
+        self.num_heads = cfg.num_heads
+        self.q, self.k, self.v, self.o = (Linear(d, d) for _ in range(4))
+        self.norm_q = RMSNorm(d, cfg.eps)
+        self.norm_k = RMSNorm(d, cfg.eps)
+
+    def live_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Un-roped keys (after norm_k) and values of x: [B, L, dim] -> 2 x [B, L, dim]."""
+        return self.norm_k(self.k(x)).to(x.dtype), self.v(x)
+
+    def forward(
+        self,
+        x: Tensor,
+        k_live: Tensor,
+        v_live: Tensor,
+        cached: Sequence[tuple[Tensor, Tensor]],
+        rope: RopeTable,
+        attend: AttentionFn,
+    ) -> Tensor:
+        """x: [B, F*N, dim] live tokens (compute dtype); k_live/v_live from `live_kv`; cached:
+        per segment (k, v) [B, F_s, N, dim]; rope covers cached frames then live frames."""
+        b, n_live, d = x.shape
+        h = self.num_heads
+        f_live = rope.num_frames - sum(k.shape[1] for k, _ in cached)
+        n_tok = n_live // f_live
+        q = self.norm_q(self.q(x)).reshape(b, f_live, n_tok, h, d // h)
+        q = rope.frames(rope.num_frames - f_live, rope.num_frames).apply(q, x.dtype)
+        k_all = torch.cat([k for k, _ in cached] + [k_live.reshape(b, f_live, n_tok, d)], dim=1)
+        v_all = torch.cat([v for _, v in cached] + [v_live.reshape(b, f_live, n_tok, d)], dim=1)
+        k_all = rope.apply(k_all.unflatten(-1, (h, d // h)), x.dtype)
+        out = attend(q.flatten(1, 2), k_all.flatten(1, 2), v_all.flatten(1, 2).unflatten(-1, (h, -1)))
+        return self.o(out.flatten(2))
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, cfg: WanConfig):
+        super().__init__()
+        d = cfg.dim
+        self.num_heads = cfg.num_heads
+        self.q, self.k, self.v, self.o = (Linear(d, d) for _ in range(4))
+        self.norm_q = RMSNorm(d, cfg.eps)
+        self.norm_k = RMSNorm(d, cfg.eps)
+
+    def context_kv(self, context: Tensor) -> tuple[Tensor, Tensor]:
+        """context: [B, text_len, dim] embedded text -> (k, v) [B, text_len, dim]."""
+        return self.norm_k(self.k(context)).to(context.dtype), self.v(context)
+
+    def forward(self, x: Tensor, k: Tensor, v: Tensor, attend: AttentionFn) -> Tensor:
+        h = self.num_heads
+        q = self.norm_q(self.q(x)).to(x.dtype).unflatten(-1, (h, -1))
+        out = attend(q, k.unflatten(-1, (h, -1)), v.unflatten(-1, (h, -1)))
+        return self.o(out.flatten(2))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: WanConfig):
+        super().__init__()
+        self.eps = cfg.eps
+        self.self_attn = SelfAttention(cfg)
+        self.norm3 = AffineLayerNorm(cfg.dim, eps=cfg.eps)
+        self.cross_attn = CrossAttention(cfg)
+        self.ffn = nn.Sequential(
+            Linear(cfg.dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), Linear(cfg.ffn_dim, cfg.dim)
+        )
+        self.modulation = nn.Parameter(torch.empty(1, 6, cfg.dim))
+
+    def modulate(self, x: Tensor, shift: Tensor, scale: Tensor, dtype: torch.dtype) -> Tensor:
+        """LN(x)*(1+scale)+shift per frame. x: [B, F*N, dim]; shift/scale: [B, F, 1, dim]."""
+        b, _, d = x.shape
+        y = layer_norm(x, self.eps).reshape(b, shift.shape[1], -1, d)
+        return (y * (1 + scale) + shift).reshape(b, -1, d).to(dtype)
+
+    def gated(self, x: Tensor, y: Tensor, gate: Tensor) -> Tensor:
+        """x + y*gate per frame, in x's (precise) dtype."""
+        b, _, d = x.shape
+        y = y.to(x.dtype).reshape(b, gate.shape[1], -1, d) * gate
+        return x + y.reshape(b, -1, d)
+
+
+# ----------------------------------------------------------------------------------------------
+# the model
+
+
+class CausalWanDiT(nn.Module):
+    """Wan2.1 DiT with per-frame timesteps and external, un-roped K/V caches.
+
+    Parameter names are the official ones, so `state_dict()` is a canonical checkpoint.
+    """
+
+    def __init__(
+        self,
+        config: WanConfig,
+        *,
+        compute_dtype: torch.dtype = torch.float32,
+        precise_dtype: torch.dtype = torch.float32,
+        attention: str = "sdpa",
+    ):
+        super().__init__()
+        self.config = cfg = config
+        self.compute_dtype = compute_dtype
+        self.precise_dtype = precise_dtype
+        self.set_attention(attention)
+        d = cfg.dim
+        self.patch_embedding = PatchEmbed(cfg.in_dim, d, cfg.patch_size)
+        self.text_embedding = nn.Sequential(
+            Linear(cfg.text_dim, d), nn.GELU(approximate="tanh"), Linear(d, d)
+        )
+        self.time_embedding = nn.Sequential(Linear(cfg.freq_dim, d), nn.SiLU(), Linear(d, d))
+        self.time_projection = nn.Sequential(nn.SiLU(), Linear(d, 6 * d))
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.head = nn.Module()
+        self.head.head = Linear(d, cfg.patch_channels)
+        self.head.modulation = nn.Parameter(torch.empty(1, 2, d))
+
+    def set_attention(self, name: str) -> None:
+        """Choose the attention backend ("sdpa" or "sageattention")."""
+        self.attention = name
+        self._attend = get_backend(name)
+
+    # -- prompt ----------------------------------------------------------------------------------
+
+    def encode_context(self, context: Tensor) -> CrossKV:
+        """context: [B, L, text_dim] text-encoder rows (L <= text_len real rows; zero-padded here
+        to text_len as the official code does) -> per-layer cross-attention K/V."""
+        cfg = self.config
+        if context.ndim != 3 or context.shape[-1] != cfg.text_dim:
+            raise ValueError(
+                f"text conditioning must be [batch, tokens, {cfg.text_dim}] (umT5-XXL rows for "
+                f"Wan), got {list(context.shape)}"
+            )
+        if context.shape[1] > cfg.text_len:
+            raise ValueError(
+                f"text conditioning has {context.shape[1]} rows; the model takes at most "
+                f"{cfg.text_len} (trim trailing padding rows)"
+            )
+        dtype = self.compute_dtype
+        padded = F.pad(context.to(dtype), (0, 0, 0, cfg.text_len - context.shape[1]))
+        emb = self.text_embedding(padded)
+        ks, vs = zip(*(blk.cross_attn.context_kv(emb) for blk in self.blocks))
+        return CrossKV(torch.stack(ks), torch.stack(vs))
+
+    # -- forward ---------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        x: Tensor,
+        t: Tensor | float,
+        context: Tensor | CrossKV,
+        *,
+        positions: Sequence[float] | Tensor | None = None,
+        cache: Sequence[KVSegment] = (),
+        return_kv: bool = False,
+    ) -> Tensor | tuple[Tensor, KVSegment]:
+        """Predict the flow velocity (noise - x0) of the live frames.
+
+        x: [B, 16, F, H, W] normalised latent of the live frames.
+        t: timestep(s) in [0, 1000]: scalar, [B] or per frame [B, F].
+        context: [B, L, text_dim] text rows, or `encode_context(...)` output.
+        positions: [F] temporal RoPE positions of the live frames (default: right after the
+            cached frames, i.e. n_cached .. n_cached+F-1).
+        cache: K/V segments the live tokens attend to besides themselves.
+        return_kv: also return the live frames' un-roped K/V as a `KVSegment`.
+        Returns velocity [B, 16, F, H, W] (precise dtype), and the segment if asked.
+        """
+        out, kv = self._run(x, t, context, positions, cache, want_output=True, want_kv=return_kv)
+        return (out, kv) if return_kv else out
+
+    def cache_kv(
+        self,
+        x: Tensor,
+        context: Tensor | CrossKV,
+        *,
+        t: Tensor | float = 0.0,
+        positions: Sequence[float] | Tensor | None = None,
+        cache: Sequence[KVSegment] = (),
+    ) -> KVSegment:
+        """The live frames' K/V only (the cache-write pass at t = 0); the head and the last
+        block's attention and FFN, whose results nobody reads, are skipped."""
+        return self._run(x, t, context, positions, cache, want_output=False, want_kv=True)[1]
+
+    def _run(self, x, t, context, positions, cache, *, want_output: bool, want_kv: bool):
+        cfg = self.config
+        cdt, pdt = self.compute_dtype, self.precise_dtype
+        b, grid = self._check_input(x)
+        f, h, w = grid
+        n_tok = h * w
+        n_cached = sum(seg.num_frames for seg in cache)
+        for seg in cache:
+            self._check_segment(seg, b, n_tok)
+
+        live_pos = (
+            torch.arange(n_cached, n_cached + f, dtype=torch.float64)
+            if positions is None
+            else torch.as_tensor(positions, dtype=torch.float64).reshape(-1).cpu()
+        )
+        if live_pos.numel() != f:
+            raise ValueError(f"{live_pos.numel()} positions given for {f} live frames")
+        all_pos = torch.cat([seg.positions.cpu() for seg in cache] + [live_pos])
+        rope_dtype = torch.float64 if cdt == torch.float32 else torch.float32
+        rope = RopeTable(
+            rope_angles(all_pos.to(x.device), h, w, cfg.rope_split).to(x.device), rope_dtype
+        )
+
+        tt = self._frame_timesteps(t, b, x.shape[2], x.device)[:, :: cfg.patch_size[0]]
+        sinusoid = timestep_sinusoid(tt.reshape(-1), cfg.freq_dim).to(pdt)
+        e = self.time_embedding(sinusoid)  # [B*f, dim]
+        e0 = self.time_projection(e).reshape(b, f, 6, 1, cfg.dim)
+        e = e.reshape(b, f, 1, cfg.dim)
+
+        cross = context if isinstance(context, CrossKV) else self.encode_context(context)
+        if cross.k.shape[1] not in (1, b):
+            raise ValueError(f"prompt batch {cross.k.shape[1]} does not match latent batch {b}")
+        cross_k = cross.k.to(cdt).expand(-1, b, -1, -1)
+        cross_v = cross.v.to(cdt).expand(-1, b, -1, -1)
+
+        tokens = self.patch_embedding(x.to(cdt)).to(pdt)
+        kv_shape = (cfg.num_layers, b, f, n_tok, cfg.dim)
+        k_out = tokens.new_empty(kv_shape, dtype=cdt) if want_kv else None
+        v_out = tokens.new_empty(kv_shape, dtype=cdt) if want_kv else None
+
+        last = len(self.blocks) - 1
+        for i, blk in enumerate(self.blocks):
+            mod = (blk.modulation.to(pdt)[:, None, :, None, :] + e0).unbind(2)  # 6 x [B, f, 1, d]
+            y = blk.modulate(tokens, mod[0], mod[1], cdt)
+            k_live, v_live = blk.self_attn.live_kv(y)
+            if want_kv:
+                k_out[i] = k_live.reshape(b, f, n_tok, cfg.dim)
+                v_out[i] = v_live.reshape(b, f, n_tok, cfg.dim)
+            if i == last and not want_output:
+                break
+            cached = [(seg.k[i].to(cdt), seg.v[i].to(cdt)) for seg in cache]
+            y = blk.self_attn(y, k_live, v_live, cached, rope, self._attend)
+            tokens = blk.gated(tokens, y, mod[2])
+            y = blk.cross_attn(blk.norm3(tokens).to(cdt), cross_k[i], cross_v[i], self._attend)
+            tokens = tokens + y.to(pdt)
+            y = blk.ffn(blk.modulate(tokens, mod[3], mod[4], cdt))
+            tokens = blk.gated(tokens, y, mod[5])
+
+        kv = KVSegment(k_out, v_out, live_pos.to(x.device)) if want_kv else None
+        if not want_output:
+            return None, kv
+        head_mod = self.head.modulation.to(pdt).reshape(1, 1, 2, cfg.dim) + e  # [B, f, 2, dim]
+        shift, scale = head_mod[:, :, 0:1], head_mod[:, :, 1:2]
+        y = layer_norm(tokens, cfg.eps).reshape(b, f, n_tok, cfg.dim) * (1 + scale) + shift
+        y = self.head.head(y.to(pdt))
+        return self._unpatchify(y, grid), kv
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _check_input(self, x: Tensor) -> tuple[int, tuple[int, int, int]]:
+        cfg = self.config
+        if x.ndim != 5 or x.shape[1] != cfg.in_dim:
+            raise ValueError(
+                f"latent must be [batch, {cfg.in_dim}, frames, height, width], got {list(x.shape)}"
+            )
+        dims = x.shape[2:]
+        if any(s % p for s, p in zip(dims, cfg.patch_size)):
+            raise ValueError(
+                f"latent frames/height/width {tuple(dims)} must be multiples of the patch "
+                f"{cfg.patch_size} (video height and width multiples of 16)"
+            )
+        return x.shape[0], tuple(s // p for s, p in zip(dims, cfg.patch_size))  # type: ignore[return-value]
+
+    def _check_segment(self, seg: KVSegment, batch: int, n_tok: int) -> None:
+        cfg = self.config
+        want = (cfg.num_layers, batch, seg.num_frames, n_tok, cfg.dim)
+        if tuple(seg.k.shape) != want or tuple(seg.v.shape) != want:
+            raise ValueError(
+                f"cached K/V has shape {list(seg.k.shape)}, expected {list(want)} "
+                "[layers, batch, frames, tokens per frame, dim]: it was made at another "
+                "resolution, batch size or by another model"
+            )
+        if seg.positions.numel() != seg.num_frames:
+            raise ValueError(
+                f"cached K/V of {seg.num_frames} frames carries {seg.positions.numel()} positions"
+            )
+
+    @staticmethod
+    def _frame_timesteps(t: Tensor | float, batch: int, frames: int, device) -> Tensor:
+        tt = t.to(device) if isinstance(t, Tensor) else torch.tensor(t, dtype=torch.float64, device=device)
+        if tt.ndim == 0:
+            tt = tt.reshape(1, 1)
+        elif tt.ndim == 1:
+            tt = tt[:, None]
+        if tt.ndim != 2 or tt.shape[0] not in (1, batch) or tt.shape[1] not in (1, frames):
+            raise ValueError(
+                f"timestep must be a scalar, [batch] or [batch, frames] = [{batch}, {frames}], "
+                f"got shape {list(torch.as_tensor(t).shape)}"
+            )
+        return tt.expand(batch, frames)
+
+    def _unpatchify(self, y: Tensor, grid: tuple[int, int, int]) -> Tensor:
+        """y: [B, f, h*w, pt*ph*pw*c] (c fastest) -> [B, c, f*pt, h*ph, w*pw]."""
+        cfg = self.config
+        f, h, w = grid
+        pt, ph, pw = cfg.patch_size
+        y = y.reshape(y.shape[0], f, h, w, pt, ph, pw, cfg.out_dim)
+        y = y.permute(0, 7, 1, 4, 2, 5, 3, 6)
+        return y.reshape(y.shape[0], cfg.out_dim, f * pt, h * ph, w * pw)
+
+
+def timestep_sinusoid(t: Tensor, dim: int) -> Tensor:
+    """[cos, sin] embedding of t with dim/2 frequencies 10000^(-i/(dim/2)), in float64."""
+    half = dim // 2
+    t = t.to(torch.float64)
+    freqs = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=t.device) / half)
+    angles = t[:, None] * freqs[None, :]
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(math.prod(p.shape) for p in model.state_dict().values())
