@@ -12,7 +12,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from .model.loader import inspect_checkpoint
 
     for path in args.paths:
-        info = inspect_checkpoint(path, text_len=args.text_len)
+        info = inspect_checkpoint(path, text_len=args.text_len, num_heads=args.num_heads)
         print("\n".join(info.lines()))
     return 0
 
@@ -27,7 +27,18 @@ def build_parser() -> argparse.ArgumentParser:
         "info", help="describe a DiT checkpoint: format, size, dtype, parameter count"
     )
     info.add_argument("paths", nargs="+", metavar="PATH", help="checkpoint file or model folder")
-    info.add_argument("--text-len", type=int, default=512, help="text length (default 512)")
+    info.add_argument(
+        "--text-len",
+        type=int,
+        default=None,
+        help="text length (default: from the file's config, else 512)",
+    )
+    info.add_argument(
+        "--num-heads",
+        type=int,
+        default=None,
+        help="attention heads (default: from the file's config, else width / 128)",
+    )
     info.set_defaults(func=_cmd_info)
     return parser
 

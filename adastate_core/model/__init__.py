@@ -4,7 +4,6 @@ from .config import KNOWN_SIZES, WanConfig
 from .dit import CausalWanDiT, CrossKV, KVSegment
 from .loader import inspect_checkpoint, load_dit, load_state_dict, read_checkpoint
 
-
 __all__ = [
     "KNOWN_SIZES",
     "CausalWanDiT",

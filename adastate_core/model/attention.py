@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,9 @@ def _sage_or_sdpa(sageattn: Callable[..., Tensor]) -> AttentionFn:
     def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
             return sageattn(q, k, v, tensor_layout="NHD", is_causal=False)
-        _notice(f"sageattention needs CUDA fp16/bf16 tensors (got {q.device} {q.dtype}); using sdpa")
+        _notice(
+            f"sageattention needs CUDA fp16/bf16 tensors (got {q.device} {q.dtype}); using sdpa"
+        )
         return sdpa(q, k, v)
 
     return attend

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from ..errors import CheckpointError
 
@@ -129,12 +129,16 @@ class WanConfig:
             ) from None
         layers = {int(m.group(1)) for k in shapes if (m := re.match(r"blocks\.(\d+)\.", k))}
         if len(patch) != 3 or head_out % (patch[0] * patch[1] * patch[2]):
-            raise CheckpointError(f"unexpected patch embedding shape {shapes['patch_embedding.weight']}")
+            raise CheckpointError(
+                f"unexpected patch embedding shape {shapes['patch_embedding.weight']}"
+            )
         out_dim = head_out // (patch[0] * patch[1] * patch[2])
         if num_heads is None:
             if dim % HEAD_DIM:
                 raise CheckpointError(
-                    f"model width {dim} is not a multiple of Wan's 128-wide heads; pass num_heads"
+                    f"model width {dim} is not a multiple of Wan's 128-wide heads, so the number "
+                    "of attention heads is unknown; pass num_heads (or store a 'config' with "
+                    "'num_heads' in the safetensors metadata)"
                 )
             num_heads = dim // HEAD_DIM
         return cls(

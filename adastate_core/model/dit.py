@@ -20,8 +20,8 @@ Linear weights may be *stored* lower (bf16/fp16/fp8) and are cast per layer when
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -181,7 +181,9 @@ class SelfAttention(nn.Module):
         k_all = torch.cat([k for k, _ in cached] + [k_live.reshape(b, f_live, n_tok, d)], dim=1)
         v_all = torch.cat([v for _, v in cached] + [v_live.reshape(b, f_live, n_tok, d)], dim=1)
         k_all = rope.apply(k_all.unflatten(-1, (h, d // h)), x.dtype)
-        out = attend(q.flatten(1, 2), k_all.flatten(1, 2), v_all.flatten(1, 2).unflatten(-1, (h, -1)))
+        out = attend(
+            q.flatten(1, 2), k_all.flatten(1, 2), v_all.flatten(1, 2).unflatten(-1, (h, -1))
+        )
         return self.o(out.flatten(2))
 
 
@@ -430,7 +432,11 @@ class CausalWanDiT(nn.Module):
 
     @staticmethod
     def _frame_timesteps(t: Tensor | float, batch: int, frames: int, device) -> Tensor:
-        tt = t.to(device) if isinstance(t, Tensor) else torch.tensor(t, dtype=torch.float64, device=device)
+        tt = (
+            t.to(device)
+            if isinstance(t, Tensor)
+            else torch.tensor(t, dtype=torch.float64, device=device)
+        )
         if tt.ndim == 0:
             tt = tt.reshape(1, 1)
         elif tt.ndim == 1:

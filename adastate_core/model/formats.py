@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 # Wrappers that training code inserts anywhere in a name (FSDP, activation checkpointing,
 # torch.compile); removed wherever they occur.
@@ -82,8 +82,10 @@ FOREIGN_MODELS: tuple[tuple[object, str], ...] = (
         f"{WAN_T2V_FILE}",
     ),
     (
-        lambda k: _starts(k, "img_emb.", "condition_embedder.image_embedder.")
-        or _any(k, ".add_k_proj.", ".k_img."),
+        lambda k: (
+            _starts(k, "img_emb.", "condition_embedder.image_embedder.")
+            or _any(k, ".add_k_proj.", ".k_img.")
+        ),
         "a Wan2.1 image-to-video (I2V) model. AdaState needs a text-to-video DiT: " + WAN_T2V_FILE,
     ),
     (
@@ -96,13 +98,21 @@ FOREIGN_MODELS: tuple[tuple[object, str], ...] = (
         "a UNet (Stable Diffusion family), not a Wan DiT. AdaState needs " + WAN_T2V_FILE,
     ),
     (
-        lambda k: _starts(k, "double_blocks.", "single_blocks.", "single_transformer_blocks.",
-                          "joint_blocks.", "transformer_blocks."),
+        lambda k: _starts(
+            k,
+            "double_blocks.",
+            "single_blocks.",
+            "single_transformer_blocks.",
+            "joint_blocks.",
+            "transformer_blocks.",
+        ),
         "a Flux / SD3-style image transformer, not a Wan DiT. AdaState needs " + WAN_T2V_FILE,
     ),
     (
-        lambda k: _starts(k, "decoder.", "encoder.conv", "encoder.down", "first_stage_model.")
-        and not _starts(k, "encoder.block.", "blocks."),
+        lambda k: (
+            _starts(k, "decoder.", "encoder.conv", "encoder.down", "first_stage_model.")
+            and not _starts(k, "encoder.block.", "blocks.")
+        ),
         "a VAE, not a diffusion model. Put it in models/vae and load it as the VAE "
         "(wan_2.1_vae.safetensors); the DiT slot needs " + WAN_T2V_FILE,
     ),
@@ -112,8 +122,14 @@ FOREIGN_MODELS: tuple[tuple[object, str], ...] = (
         "(umt5_xxl_fp8_e4m3fn_scaled.safetensors); the DiT slot needs " + WAN_T2V_FILE,
     ),
     (
-        lambda k: _starts(k, "text_model.", "vision_model.", "transformer.resblocks.",
-                          "visual.", "cond_stage_model."),
+        lambda k: _starts(
+            k,
+            "text_model.",
+            "vision_model.",
+            "transformer.resblocks.",
+            "visual.",
+            "cond_stage_model.",
+        ),
         "a CLIP text/vision encoder, not a diffusion model. AdaState needs " + WAN_T2V_FILE,
     ),
 )
@@ -128,7 +144,7 @@ def strip_name(name: str) -> str:
         changed = False
         for prefix in PREFIXES:
             if name.startswith(prefix):
-                name, changed = name[len(prefix):], True
+                name, changed = name[len(prefix) :], True
     return name
 
 

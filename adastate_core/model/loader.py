@@ -17,9 +17,9 @@ import os
 import pickle
 import zipfile
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
 
 import torch
 from torch import Tensor
@@ -32,16 +32,29 @@ from .dit import CausalWanDiT
 PathLike = str | os.PathLike
 
 _ST_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64,
-    "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
     "BOOL": torch.bool,
 }
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 DTYPE_NAMES = {
-    "fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
-    "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-    "fp8_e4m3fn": torch.float8_e4m3fn, "fp8": torch.float8_e4m3fn,
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp8_e4m3fn": torch.float8_e4m3fn,
+    "fp8": torch.float8_e4m3fn,
 }
 
 
@@ -70,6 +83,27 @@ class RawSource:
     read: Callable[[str], Tensor]
     files: list[Path] = field(default_factory=list)
     container: str = ""  # e.g. "generator_ema" for Self-Forcing pickles
+    hints: dict = field(default_factory=dict)  # num_heads / text_len / eps found beside the weights
+
+
+HINT_KEYS = {  # our / official config names, then diffusers config.json names
+    "num_heads": "num_heads",
+    "num_attention_heads": "num_heads",
+    "text_len": "text_len",
+    "eps": "eps",
+}
+
+
+def _hints(config: object) -> dict:
+    """Config values the shapes cannot tell, from safetensors metadata or a config.json."""
+    if isinstance(config, str):
+        try:
+            config = json.loads(config)
+        except ValueError:
+            return {}
+    if not isinstance(config, dict):
+        return {}
+    return {HINT_KEYS[k]: v for k, v in config.items() if k in HINT_KEYS and v is not None}
 
 
 def _safetensors_files(path: Path) -> list[Path]:
@@ -105,12 +139,19 @@ def _open_safetensors(path: Path) -> RawSource:
     from safetensors import SafetensorError, safe_open
 
     files = _safetensors_files(path)
-    handles, shapes, dtypes, owner = [], {}, {}, {}
+    handles, shapes, dtypes, owner, hints = [], {}, {}, {}, {}
+    config_json = files[0].parent / "config.json"
+    if config_json.is_file():
+        try:
+            hints.update(_hints(json.loads(config_json.read_text())))
+        except (OSError, ValueError):
+            pass
     for file in files:
         if not file.is_file():
             raise CheckpointError(f"shard {file} listed in the index is missing")
         try:
             handle = safe_open(str(file), framework="pt", device="cpu")
+            hints.update(_hints((handle.metadata() or {}).get("config")))
             for key in handle.keys():
                 sl = handle.get_slice(key)
                 shapes[key] = tuple(sl.get_shape())
@@ -127,9 +168,11 @@ def _open_safetensors(path: Path) -> RawSource:
         try:
             return owner[key].get_tensor(key)
         except Exception as err:
-            raise CheckpointError(f"could not read tensor {key!r}: the file is corrupt ({err})") from None
+            raise CheckpointError(
+                f"could not read tensor {key!r}: the file is corrupt ({err})"
+            ) from None
 
-    return RawSource("safetensors", shapes, dtypes, read, files)
+    return RawSource("safetensors", shapes, dtypes, read, files, hints=hints)
 
 
 CONTAINER_KEYS = ("generator_ema", "generator", "state_dict", "model", "module", "ema")
@@ -166,7 +209,9 @@ def _from_mapping(obj: object, kind: str, files: list[Path], what: str) -> RawSo
                 obj, container = inner, key
                 break
     if not isinstance(obj, Mapping) or not any(isinstance(v, Tensor) for v in obj.values()):
-        found = ", ".join(map(str, list(obj)[:6])) if isinstance(obj, Mapping) else type(obj).__name__
+        found = (
+            ", ".join(map(str, list(obj)[:6])) if isinstance(obj, Mapping) else type(obj).__name__
+        )
         raise CheckpointError(
             f"{what} holds no model weights AdaState understands (top level: {found}); expected a "
             "state dict, or a Self-Forcing checkpoint with 'generator_ema' / 'generator'"
@@ -193,7 +238,11 @@ def open_raw(source: PathLike | Mapping[str, Tensor]) -> RawSource:
         return _open_safetensors(path)
     with open(path, "rb") as fh:
         magic = fh.read(8)
-    if magic[:2] == b"PK" or magic[:1] == b"\x80" or path.suffix in (".pt", ".pth", ".ckpt", ".bin"):
+    if (
+        magic[:2] == b"PK"
+        or magic[:1] == b"\x80"
+        or path.suffix in (".pt", ".pth", ".ckpt", ".bin")
+    ):
         return _open_pickle(path)
     if len(magic) < 8:
         raise CheckpointError(f"{path} is empty or truncated ({path.stat().st_size} bytes)")
@@ -221,7 +270,7 @@ class Checkpoint:
     def stored_dtypes(self) -> Counter:
         """Parameter count per on-disk dtype."""
         counts: Counter = Counter()
-        for key, raw in self.names.items():
+        for raw in self.names.values():
             n = 1
             for s in self.raw.shapes[raw]:
                 n *= s
@@ -242,7 +291,9 @@ def _describe_format(raw: RawSource, diffusers: bool, prefixed: bool) -> str:
     dt = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(
         main, str(main).replace("torch.", "")
     )
-    if any("scale_weight" in k for k in raw.shapes) or any(k in raw.shapes for k in formats.MARKER_KEYS):
+    if any("scale_weight" in k for k in raw.shapes) or any(
+        k in raw.shapes for k in formats.MARKER_KEYS
+    ):
         dt = "fp8 scaled"
     if raw.kind == "pickle":
         where = f" ({raw.container})" if raw.container else ""
@@ -259,12 +310,20 @@ def _describe_format(raw: RawSource, diffusers: bool, prefixed: bool) -> str:
 def read_checkpoint(
     source: PathLike | Mapping[str, Tensor],
     *,
-    text_len: int = 512,
-    eps: float = 1e-6,
+    text_len: int | None = None,
+    eps: float | None = None,
     num_heads: int | None = None,
 ) -> Checkpoint:
-    """Recognise a DiT checkpoint and check it on the meta device; reads no tensor data."""
+    """Recognise a DiT checkpoint and check it on the meta device; reads no tensor data.
+
+    text_len, eps and num_heads cannot be read from shapes: given values win, then a `config`
+    found with the weights (safetensors metadata, diffusers config.json), then Wan2.1's
+    (512, 1e-6, dim / 128).
+    """
     raw = open_raw(source)
+    text_len = text_len or int(raw.hints.get("text_len", 512))
+    eps = eps or float(raw.hints.get("eps", 1e-6))
+    num_heads = num_heads or (int(raw.hints["num_heads"]) if "num_heads" in raw.hints else None)
     what = str(source) if not isinstance(source, Mapping) else "the given state dict"
     stripped = {formats.strip_name(k): k for k in raw.shapes}
     prefixed = any(k.startswith(("model.diffusion_model.", "diffusion_model.")) for k in raw.shapes)
@@ -332,7 +391,8 @@ def _check_against_meta(
     if problems:
         raise CheckpointError(
             f"{what} does not match the Wan2.1 T2V architecture it looks like "
-            f"({config.size_name()}): " + "; ".join(problems)
+            f"({config.size_name()}): "
+            + "; ".join(problems)
             + ". The file is incomplete, from another model, or a merge; AdaState needs "
             + formats.WAN_T2V_FILE
         )
@@ -354,8 +414,8 @@ def load_dit(
     precise_dtype: str | torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     attention: str = "sdpa",
-    text_len: int = 512,
-    eps: float = 1e-6,
+    text_len: int | None = None,
+    eps: float | None = None,
     num_heads: int | None = None,
 ) -> CausalWanDiT:
     """Load a causal Wan2.1 T2V DiT (any size) from a file, folder or state dict.
@@ -364,7 +424,8 @@ def load_dit(
         CPU. weight_dtype: storage of the linear weights (same, or fp8_e4m3fn); default: the
         file's fp8 if it is an fp8 file, else `dtype`. precise_dtype: residual stream,
         modulation, norms, time embedding and head (fp32 as in the official code).
-    text_len / eps cannot be read from shapes; the defaults are Wan2.1's (512, 1e-6).
+    text_len / eps / num_heads cannot be read from shapes (see `read_checkpoint`); the defaults
+    are Wan2.1's (512, 1e-6, dim / 128).
 
     The weights must be a causal few-step checkpoint (Self-Forcing family or AdaState); the
     base Wan2.1 T2V weights load (same shapes) but are not distilled for 4-step chunk-wise

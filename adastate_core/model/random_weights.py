@@ -10,7 +10,9 @@ from torch import Tensor
 
 from .config import WanConfig
 
-TINY = WanConfig(dim=64, ffn_dim=128, num_heads=4, num_layers=2, freq_dim=32, text_dim=32, text_len=16)
+TINY = WanConfig(
+    dim=64, ffn_dim=128, num_heads=4, num_layers=2, freq_dim=32, text_dim=32, text_len=16
+)
 
 
 def random_state_dict(
