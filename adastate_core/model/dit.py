@@ -117,6 +117,11 @@ def cast_weight(module: nn.Module, dtype: torch.dtype) -> Tensor:
     return weight
 
 
+def _cat_frames(parts: list[Tensor]) -> Tensor:
+    """Concatenate along frames (dim 1); a single part is returned as is (no copy)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
 def cast_or_none(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     return None if t is None else t.to(dtype)
 
@@ -135,8 +140,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x.float()
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.float()
+        return F.rms_norm(x.float(), x.shape[-1:], self.weight.float(), self.eps)
 
 
 class AffineLayerNorm(nn.LayerNorm):
@@ -178,8 +182,8 @@ class SelfAttention(nn.Module):
         n_tok = n_live // f_live
         q = self.norm_q(self.q(x)).reshape(b, f_live, n_tok, h, d // h)
         q = rope.frames(rope.num_frames - f_live, rope.num_frames).apply(q, x.dtype)
-        k_all = torch.cat([k for k, _ in cached] + [k_live.reshape(b, f_live, n_tok, d)], dim=1)
-        v_all = torch.cat([v for _, v in cached] + [v_live.reshape(b, f_live, n_tok, d)], dim=1)
+        k_all = _cat_frames([k for k, _ in cached] + [k_live.reshape(b, f_live, n_tok, d)])
+        v_all = _cat_frames([v for _, v in cached] + [v_live.reshape(b, f_live, n_tok, d)])
         k_all = rope.apply(k_all.unflatten(-1, (h, d // h)), x.dtype)
         out = attend(
             q.flatten(1, 2), k_all.flatten(1, 2), v_all.flatten(1, 2).unflatten(-1, (h, -1))
@@ -223,13 +227,13 @@ class Block(nn.Module):
         """LN(x)*(1+scale)+shift per frame. x: [B, F*N, dim]; shift/scale: [B, F, 1, dim]."""
         b, _, d = x.shape
         y = layer_norm(x, self.eps).reshape(b, shift.shape[1], -1, d)
-        return (y * (1 + scale) + shift).reshape(b, -1, d).to(dtype)
+        return torch.addcmul(shift, y, 1 + scale).reshape(b, -1, d).to(dtype)
 
     def gated(self, x: Tensor, y: Tensor, gate: Tensor) -> Tensor:
         """x + y*gate per frame, in x's (precise) dtype."""
         b, _, d = x.shape
-        y = y.to(x.dtype).reshape(b, gate.shape[1], -1, d) * gate
-        return x + y.reshape(b, -1, d)
+        y = y.to(x.dtype).reshape(b, gate.shape[1], -1, d)
+        return torch.addcmul(x.reshape(b, gate.shape[1], -1, d), y, gate).reshape(b, -1, d)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -351,10 +355,7 @@ class CausalWanDiT(nn.Module):
         if live_pos.numel() != f:
             raise ValueError(f"{live_pos.numel()} positions given for {f} live frames")
         all_pos = torch.cat([seg.positions.cpu() for seg in cache] + [live_pos])
-        rope_dtype = torch.float64 if cdt == torch.float32 else torch.float32
-        rope = RopeTable(
-            rope_angles(all_pos.to(x.device), h, w, cfg.rope_split).to(x.device), rope_dtype
-        )
+        rope = RopeTable(rope_angles(all_pos.to(x.device), h, w, cfg.rope_split))
 
         tt = self._frame_timesteps(t, b, x.shape[2], x.device)[:, :: cfg.patch_size[0]]
         sinusoid = timestep_sinusoid(tt.reshape(-1), cfg.freq_dim).to(pdt)

@@ -47,27 +47,23 @@ def rope_angles(
 
 
 class RopeTable:
-    """cos/sin of `rope_angles`, in the dtype the rotation is computed in."""
+    """The rotations of `rope_angles` as complex numbers (complex64: the angles and their
+    cos/sin are exact in float64, the rotation itself runs in fp32 as one complex multiply)."""
 
-    def __init__(self, angles: Tensor, dtype: torch.dtype):
-        # [F, N, 1, d/2]: broadcast over heads
-        self.cos = torch.cos(angles).to(dtype)[:, :, None, :]
-        self.sin = torch.sin(angles).to(dtype)[:, :, None, :]
+    def __init__(self, angles: Tensor):
+        # [F, N, 1, d/2]: broadcast over batch and heads
+        self.freqs = torch.polar(torch.ones_like(angles), angles).to(torch.complex64)[:, :, None]
 
     @property
     def num_frames(self) -> int:
-        return self.cos.shape[0]
+        return self.freqs.shape[0]
 
     def frames(self, start: int, stop: int) -> RopeTable:
         out = RopeTable.__new__(RopeTable)
-        out.cos, out.sin = self.cos[start:stop], self.sin[start:stop]
+        out.freqs = self.freqs[start:stop]
         return out
 
     def apply(self, x: Tensor, out_dtype: torch.dtype) -> Tensor:
-        """x: [B, F, N, H, d] -> rotated, same shape, `out_dtype`."""
-        pairs = x.to(self.cos.dtype).unflatten(-1, (-1, 2))
-        x0, x1 = pairs[..., 0], pairs[..., 1]
-        rotated = torch.stack(
-            (x0 * self.cos - x1 * self.sin, x0 * self.sin + x1 * self.cos), dim=-1
-        )
-        return rotated.flatten(-2).to(out_dtype)
+        """x: [B, F, N, H, d] -> x with adjacent channel pairs rotated, same shape, `out_dtype`."""
+        pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())
+        return torch.view_as_real(pairs * self.freqs).flatten(-2).to(out_dtype)
