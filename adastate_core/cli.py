@@ -17,6 +17,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tiny_model(args: argparse.Namespace) -> int:
+    from .model.random_weights import TINY, save_random_checkpoint
+
+    path = save_random_checkpoint(args.path, TINY, seed=args.seed, layout=args.layout)
+    print(f"wrote a tiny random-weight Wan2.1 DiT ({args.layout} layout) to {path}")
+    print("it only exercises the machinery: its video is noise")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adastate",
@@ -40,6 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="attention heads (default: from the file's config, else width / 128)",
     )
     info.set_defaults(func=_cmd_info)
+    tiny = sub.add_parser(
+        "tiny-model", help="write a tiny random-weight DiT checkpoint (smoke tests, no download)"
+    )
+    tiny.add_argument("path", help="output .safetensors (or .pt for --layout self-forcing)")
+    tiny.add_argument(
+        "--layout", default="comfyui", choices=["comfyui", "official", "self-forcing"]
+    )
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(func=_cmd_tiny_model)
     return parser
 
 

@@ -9,7 +9,6 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO
 from safetensors.torch import save_file
 
 from adastate_core.errors import CheckpointError
@@ -21,6 +20,8 @@ from adastate_core.model import (
     read_checkpoint,
 )
 from adastate_core.model.random_weights import TINY, random_state_dict
+
+from conftest import REPO
 
 SD = random_state_dict(TINY, seed=7)
 KW = {"text_len": 16, "num_heads": 4}  # cannot be read from shapes
@@ -338,3 +339,40 @@ def test_cli_info_on_a_vae_says_so(tmp_path):
     res = _cli("info", str(path))
     assert res.returncode == 2
     assert "a VAE, not a diffusion model" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize(
+    "layout,ext", [("comfyui", "safetensors"), ("official", "safetensors"), ("self-forcing", "pt")]
+)
+def test_cli_tiny_model_roundtrip(tmp_path, layout, ext):
+    """`adastate tiny-model` writes a real layout whose config hints make it load unaided."""
+    path = tmp_path / f"tiny.{ext}"
+    res = _cli("tiny-model", str(path), "--layout", layout, "--seed", "7")
+    assert res.returncode == 0, res.stderr
+    cast = {"comfyui": torch.float16, "official": torch.float32, "self-forcing": torch.bfloat16}[
+        layout
+    ]
+    _same(load_state_dict(path), {k: v.to(cast) for k, v in SD.items()})
+    assert load_dit(path).config == TINY
+
+
+def test_reading_is_lazy_and_single_pass(tmp_path, monkeypatch):
+    """Recognising a file reads no tensor; loading reads each tensor exactly once."""
+    from adastate_core.model import loader
+
+    path = tmp_path / "m.safetensors"
+    save_file(SD, str(path))
+    reads: list[str] = []
+    real_open = loader.open_raw
+
+    def counting_open(source):
+        raw = real_open(source)
+        read = raw.read
+        raw.read = lambda key: (reads.append(key), read(key))[1]
+        return raw
+
+    monkeypatch.setattr(loader, "open_raw", counting_open)
+    loader.read_checkpoint(path, **KW)
+    assert reads == []
+    loader.load_dit(path, **KW)
+    assert sorted(reads) == sorted(SD)

@@ -7,10 +7,11 @@ import math
 
 import pytest
 import torch
-from conftest import TOL, max_err
 
 from adastate_core.model import load_dit
 from adastate_core.model.random_weights import TINY
+
+from conftest import TOL, max_err
 
 diffusers = pytest.importorskip("diffusers")
 

@@ -6,10 +6,11 @@ import logging
 
 import pytest
 import torch
-from conftest import TOL, max_err, tiny_model
 
 from adastate_core.model import CausalWanDiT, KVSegment, WanConfig
 from adastate_core.model.random_weights import TINY, random_state_dict
+
+from conftest import TOL, max_err, tiny_model
 
 
 def _inputs(seed=0, frames=4, h=8, w=12, batch=1, cfg=TINY):

@@ -202,6 +202,7 @@ def _open_pickle(path: Path) -> RawSource:
 
 def _from_mapping(obj: object, kind: str, files: list[Path], what: str) -> RawSource:
     container = ""
+    hints = _hints(obj.get("config")) if isinstance(obj, Mapping) else {}
     if isinstance(obj, Mapping):
         for key in CONTAINER_KEYS:  # Self-Forcing: prefer the EMA generator
             inner = obj.get(key)
@@ -224,6 +225,7 @@ def _from_mapping(obj: object, kind: str, files: list[Path], what: str) -> RawSo
         tensors.__getitem__,
         files,
         container,
+        hints,
     )
 
 

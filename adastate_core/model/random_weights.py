@@ -3,7 +3,9 @@ on the weights; no download is ever needed)."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -35,3 +37,33 @@ def random_state_dict(
             t *= 0.1
         out[key] = t.to(device=device, dtype=dtype)
     return out
+
+
+def save_random_checkpoint(
+    path: str | Path, config: WanConfig = TINY, seed: int = 0, layout: str = "comfyui"
+) -> Path:
+    """Write a random-weight checkpoint in a real on-disk layout.
+
+    comfyui: fp16 safetensors, keys prefixed `model.diffusion_model.`; official: fp32
+    safetensors; self-forcing: a `.pt` with `generator_ema` / `generator` and `model.`-prefixed
+    bf16 tensors. The values shapes cannot tell (heads, text length, eps) are stored as a
+    `config` beside the weights (safetensors metadata / a plain dict in the pickle).
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    sd = random_state_dict(config, seed)
+    hints = {"num_heads": config.num_heads, "text_len": config.text_len, "eps": config.eps}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if layout == "comfyui":
+        tensors = {"model.diffusion_model." + k: v.half() for k, v in sd.items()}
+        save_file(tensors, str(path), {"config": json.dumps(hints)})
+    elif layout == "official":
+        save_file(sd, str(path), {"config": json.dumps(hints)})
+    elif layout == "self-forcing":
+        generator = {"model." + k: v.to(torch.bfloat16) for k, v in sd.items()}
+        torch.save({"generator": generator, "generator_ema": generator, "config": hints}, path)
+    else:
+        raise ValueError(f"unknown layout {layout!r}; use comfyui, official or self-forcing")
+    return path
