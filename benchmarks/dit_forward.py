@@ -106,43 +106,58 @@ def cpu_ratio(args) -> None:
     print(f"ratio ours/diffusers = {mo / mr:.3f}  (median of {args.repeats} alternated runs)")
 
 
-def gpu_step(args) -> None:
-    dev = torch.device("cuda")
-    cfg = WanConfig()  # 1.3B
+def adastate_step(args, device: str = "cuda", cfg: WanConfig | None = None) -> dict:
+    """One AdaState denoising step: 4 live latent frames (1 state + 3 content) attending to an
+    8-frame window (4 cached + 4 live), full 1.3B in bf16 unless `cfg` is given."""
+    dev = torch.device(device)
+    cfg = cfg or WanConfig()
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     with torch.device("meta"):
-        model = CausalWanDiT(cfg, compute_dtype=torch.bfloat16, attention=args.attention)
-    sd = random_state_dict(cfg, seed=0, dtype=torch.bfloat16, device="cuda")
-    for k in list(sd):
-        if "modulation" in k or "norm" in k or k.startswith(("time_", "head.")):
-            sd[k] = sd[k].float()
+        model = CausalWanDiT(cfg, compute_dtype=dtype, attention=args.attention)
+    sd = random_state_dict(cfg, seed=0)
+    for k in sd:  # big linears in the compute dtype, the precise parts in fp32
+        precise = "modulation" in k or "norm" in k or k.startswith(("time_", "head."))
+        sd[k] = sd[k].to(device=dev, dtype=torch.float32 if precise else dtype)
     model.load_state_dict(sd, assign=True)
     model.eval().requires_grad_(False)
     h, w = args.height // 8, args.width // 8
     n_tok = (h // 2) * (w // 2)
-    live, cached = 4, 4  # 4 live latent frames (1 state + 3 content) over an 8-frame window
+    live, cached = 4, 4
     g = torch.Generator(device=dev).manual_seed(0)
     x = torch.randn(1, 16, live, h, w, generator=g, device=dev)
-    ctx = model.encode_context(torch.randn(1, 512, cfg.text_dim, generator=g, device=dev))
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     with torch.inference_mode():
-        _, kv = model(
-            torch.randn(1, 16, cached, h, w, generator=g, device=dev), 0.0, ctx, return_kv=True
+        ctx = model.encode_context(
+            torch.randn(1, cfg.text_len, cfg.text_dim, generator=g, device=dev)
         )
+        window = torch.randn(1, 16, cached, h, w, generator=g, device=dev)
+        kv = model.cache_kv(window, ctx)
         t = torch.full((1, live), 937.5, device=dev)
         step = lambda: model(x, t, ctx, cache=[kv])
         for _ in range(args.warmup):
             step()
-        torch.cuda.synchronize()
-        times = [_time(step, torch.cuda.synchronize) for _ in range(args.repeats)]
+        times = [_time(step, sync) for _ in range(args.repeats)]
     ms = statistics.median(times) * 1e3
     flops = forward_flops(cfg, live * n_tok, (live + cached) * n_tok, with_text_kv=False)
-    print(
-        f"{torch.cuda.get_device_name()}: Wan2.1-1.3B bf16 ({args.attention}), {live} live frames "
-        f"@{args.height}x{args.width} ({live * n_tok} tokens) over {live + cached} frames of keys"
-    )
-    print(
-        f"median {ms:.2f} ms per forward, {flops / (ms / 1e3) / 1e12:.1f} TFLOP/s "
-        f"({flops / 1e12:.2f} TFLOP), peak memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
-    )
+    result = {
+        "ms": ms,
+        "tflops": flops / (ms / 1e3) / 1e12,
+        "tflop": flops / 1e12,
+        "tokens": live * n_tok,
+        "keys": (live + cached) * n_tok,
+    }
+    if dev.type == "cuda":
+        result["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        print(
+            f"{torch.cuda.get_device_name()}: Wan2.1-1.3B bf16 ({args.attention}), {live} live "
+            f"frames @{args.height}x{args.width} ({result['tokens']} tokens) over "
+            f"{live + cached} frames of keys"
+        )
+        print(
+            f"median {ms:.2f} ms per forward, {result['tflops']:.1f} TFLOP/s "
+            f"({result['tflop']:.2f} TFLOP), peak memory {result['peak_gib']:.2f} GiB"
+        )
+    return result
 
 
 def main() -> None:
@@ -163,7 +178,7 @@ def main() -> None:
     if args.gpu:
         args.height, args.width = args.height or 480, args.width or 832
         args.repeats = args.repeats or 20
-        gpu_step(args)
+        adastate_step(args)
     else:
         args.height, args.width = args.height or 240, args.width or 416
         args.repeats = args.repeats or 7
