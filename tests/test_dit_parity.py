@@ -60,3 +60,13 @@ def test_official_forward_from_raw_context_equals_precomputed(dit_fixture):
         a = model(fx["in.x"], fx["in.t"], fx["in.context"])
         b = model(fx["in.x"], fx["in.t"], model.encode_context(fx["in.context"]))
     assert torch.equal(a, b)
+
+
+def test_block_causal_mask_in_one_call_matches_official(dit_fixture):
+    """The same fixture through a frame-level mask in a single whole-sequence call."""
+    model, fx = dit_fixture
+    blocks = torch.arange(6) // 2
+    mask = blocks[:, None] >= blocks[None, :]
+    with torch.no_grad():
+        out = model(fx["in.x"], fx["in.t"], fx["in.context"], attn_mask=mask)
+    assert max_err(out, fx["out.block_causal_fpb2"]) <= TOL

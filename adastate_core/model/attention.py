@@ -15,10 +15,19 @@ BACKENDS = ("sdpa", "sageattention")
 AttentionFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
-def sdpa(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """q: [B, Lq, H, D], k, v: [B, Lk, H, D] -> [B, Lq, H, D]; scale 1/sqrt(D), no mask."""
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+def sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+    """q: [B, Lq, H, D], k, v: [B, Lk, H, D] -> [B, Lq, H, D]; scale 1/sqrt(D).
+    mask: optional boolean [Lq, Lk], True where a query may attend."""
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask
+    )
     return out.transpose(1, 2)
+
+
+def token_mask(frame_mask: Tensor, tokens_per_frame: int) -> Tensor:
+    """Frame-level boolean mask [Fq, Fk] -> token-level [Fq*N, Fk*N]."""
+    m = frame_mask.to(torch.bool)
+    return m.repeat_interleave(tokens_per_frame, 0).repeat_interleave(tokens_per_frame, 1)
 
 
 _notified: set[str] = set()

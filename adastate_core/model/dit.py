@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import AttentionFn, get_backend
+from .attention import AttentionFn, get_backend, sdpa, token_mask
 from .config import WanConfig
 from .rope import RopeTable, rope_angles
 
@@ -173,6 +173,7 @@ class SelfAttention(nn.Module):
         cached: Sequence[tuple[Tensor, Tensor]],
         rope: RopeTable,
         attend: AttentionFn,
+        frame_mask: Tensor | None = None,
     ) -> Tensor:
         """x: [B, F*N, dim] live tokens (compute dtype); k_live/v_live from `live_kv`; cached:
         per segment (k, v) [B, F_s, N, dim]; rope covers cached frames then live frames."""
@@ -185,9 +186,11 @@ class SelfAttention(nn.Module):
         k_all = _cat_frames([k for k, _ in cached] + [k_live.reshape(b, f_live, n_tok, d)])
         v_all = _cat_frames([v for _, v in cached] + [v_live.reshape(b, f_live, n_tok, d)])
         k_all = rope.apply(k_all.unflatten(-1, (h, d // h)), x.dtype)
-        out = attend(
-            q.flatten(1, 2), k_all.flatten(1, 2), v_all.flatten(1, 2).unflatten(-1, (h, -1))
-        )
+        q, k_all, v_all = q.flatten(1, 2), k_all.flatten(1, 2), v_all.flatten(1, 2)
+        if frame_mask is None:
+            out = attend(q, k_all, v_all.unflatten(-1, (h, -1)))
+        else:
+            out = sdpa(q, k_all, v_all.unflatten(-1, (h, -1)), token_mask(frame_mask, n_tok))
         return self.o(out.flatten(2))
 
 
@@ -309,6 +312,7 @@ class CausalWanDiT(nn.Module):
         positions: Sequence[float] | Tensor | None = None,
         cache: Sequence[KVSegment] = (),
         return_kv: bool = False,
+        attn_mask: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, KVSegment]:
         """Predict the flow velocity (noise - x0) of the live frames.
 
@@ -319,9 +323,14 @@ class CausalWanDiT(nn.Module):
             cached frames, i.e. n_cached .. n_cached+F-1).
         cache: K/V segments the live tokens attend to besides themselves.
         return_kv: also return the live frames' un-roped K/V as a `KVSegment`.
+        attn_mask: optional frame-level boolean mask [F, F_keys] (True = may attend), keys
+            ordered as the cache segments then the live frames; e.g. a block-causal mask for
+            a whole sequence in one call. Masked calls use SDPA.
         Returns velocity [B, 16, F, H, W] (precise dtype), and the segment if asked.
         """
-        out, kv = self._run(x, t, context, positions, cache, want_output=True, want_kv=return_kv)
+        out, kv = self._run(
+            x, t, context, positions, cache, want_output=True, want_kv=return_kv, mask=attn_mask
+        )
         return (out, kv) if return_kv else out
 
     def cache_kv(
@@ -337,7 +346,7 @@ class CausalWanDiT(nn.Module):
         block's attention and FFN, whose results nobody reads, are skipped."""
         return self._run(x, t, context, positions, cache, want_output=False, want_kv=True)[1]
 
-    def _run(self, x, t, context, positions, cache, *, want_output: bool, want_kv: bool):
+    def _run(self, x, t, context, positions, cache, *, want_output, want_kv, mask=None):
         cfg = self.config
         cdt, pdt = self.compute_dtype, self.precise_dtype
         b, grid = self._check_input(x)
@@ -354,6 +363,11 @@ class CausalWanDiT(nn.Module):
         )
         if live_pos.numel() != f:
             raise ValueError(f"{live_pos.numel()} positions given for {f} live frames")
+        if mask is not None and tuple(mask.shape) != (f, n_cached + f):
+            raise ValueError(
+                f"attn_mask must be [live frames, cached + live frames] = [{f}, {n_cached + f}], "
+                f"got {list(mask.shape)}"
+            )
         all_pos = torch.cat([seg.positions.cpu() for seg in cache] + [live_pos])
         rope = RopeTable(rope_angles(all_pos.to(x.device), h, w, cfg.rope_split))
 
@@ -385,7 +399,7 @@ class CausalWanDiT(nn.Module):
             if i == last and not want_output:
                 break
             cached = [(seg.k[i].to(cdt), seg.v[i].to(cdt)) for seg in cache]
-            y = blk.self_attn(y, k_live, v_live, cached, rope, self._attend)
+            y = blk.self_attn(y, k_live, v_live, cached, rope, self._attend, mask)
             tokens = blk.gated(tokens, y, mod[2])
             y = blk.cross_attn(blk.norm3(tokens).to(cdt), cross_k[i], cross_v[i], self._attend)
             tokens = tokens + y.to(pdt)
