@@ -19,7 +19,7 @@ Linear weights may be *stored* lower (bf16/fp16/fp8) and are cast per layer when
 
 from __future__ import annotations
 
-import math
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -279,6 +279,35 @@ class CausalWanDiT(nn.Module):
         self.attention = name
         self._attend = get_backend(name)
 
+    def fingerprint(self) -> str:
+        """A short id of the architecture and the (effective) weights, independent of the
+        storage dtype up to bf16 rounding: a stream's cache is only valid for the model that
+        made it. Hashes the first 256 values of every tensor, rounded to bf16; memoised until
+        a parameter is replaced or modified in place."""
+        key = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        memo = self.__dict__.get("_fingerprint_memo")
+        if memo is None or memo[0] != key:
+            memo = (key, self._compute_fingerprint())
+            self.__dict__["_fingerprint_memo"] = memo
+        return memo[1]
+
+    def _compute_fingerprint(self) -> str:
+        digest = hashlib.sha256(repr(self.config).encode())
+        modules = dict(self.named_modules())
+        for name, param in sorted(self.named_parameters()):
+            owner = modules[name.rsplit(".", 1)[0]] if "." in name else self
+            flat = param.detach().flatten()[:256].float()
+            scale = getattr(owner, "scale_weight", None) if name.endswith(".weight") else None
+            if scale is not None:
+                flat = flat * scale.float()
+            digest.update(name.encode())
+            digest.update(flat.to(torch.bfloat16).view(torch.int16).cpu().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.modulation.device
+
     # -- prompt ----------------------------------------------------------------------------------
 
     def encode_context(self, context: Tensor) -> CrossKV:
@@ -480,7 +509,3 @@ def timestep_sinusoid(t: Tensor, dim: int) -> Tensor:
     freqs = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=t.device) / half)
     angles = t[:, None] * freqs[None, :]
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(math.prod(p.shape) for p in model.state_dict().values())
