@@ -1,0 +1,155 @@
+"""Per-chunk cost and memory of a stream, side by side for every anchor policy and for a naive
+growing cache (Self-Forcing's default: nothing evicted), in one process.
+
+    python benchmarks/stream.py                    # CPU, tiny model, 200 chunks: time ratios
+    python benchmarks/stream.py --gpu              # full 1.3B bf16 @480x832, random weights:
+                                                   # FPS (DiT only), first-chunk latency, memory
+
+The CPU figure of merit is the chunk-N / chunk-5 time ratio (median of 9 chunks around each),
+target <= 1.05 at N = 200; the growing cache is shown for contrast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from adastate_core.model import CausalWanDiT, WanConfig  # noqa: E402
+from adastate_core.model.random_weights import TINY, random_state_dict  # noqa: E402
+from adastate_core.stream import (  # noqa: E402
+    POLICIES,
+    StreamConfig,
+    denoise_chunk,
+    init_stream,
+    update_state,
+)
+
+GROWING = "growing (no eviction)"
+
+
+def build_model(cfg: WanConfig, device: str, dtype: torch.dtype) -> CausalWanDiT:
+    with torch.device("meta"):
+        model = CausalWanDiT(cfg, compute_dtype=dtype)
+    sd = random_state_dict(cfg, seed=0)
+    for k in sd:
+        precise = "modulation" in k or "norm" in k or k.startswith(("time_", "head."))
+        sd[k] = sd[k].to(device=device, dtype=torch.float32 if precise else dtype)
+    model.load_state_dict(sd, assign=True)
+    return model.eval().requires_grad_(False)
+
+
+def run_streams(model, stream_cfgs: dict[str, StreamConfig], n: int, sync):
+    """Seconds and stream bytes for chunks 0..n-1 (denoise + update) of every config, stepped
+    in turn chunk by chunk so that machine noise hits them alike."""
+    g = torch.Generator().manual_seed(0)
+    cond = torch.randn(1, 7, model.config.text_dim, generator=g).to(model.device)
+    streams = {name: init_stream(model, cond, cfg) for name, cfg in stream_cfgs.items()}
+    times = {name: [] for name in streams}
+    sizes = {name: [] for name in streams}
+    for _ in range(n):
+        for name in streams:
+            sync()
+            start = time.perf_counter()
+            chunk = denoise_chunk(model, streams[name])
+            streams[name] = update_state(model, streams[name], chunk)
+            sync()
+            times[name].append(time.perf_counter() - start)
+            sizes[name].append(streams[name].nbytes())
+    return times, sizes
+
+
+def around(values: list[float], i: int, half: int = 5) -> float:
+    lo, hi = max(0, i - half), min(len(values), i + half + 1)
+    return statistics.median(values[lo:hi])
+
+
+def configs(base: dict) -> dict[str, StreamConfig]:
+    out = {p: StreamConfig(**base, policy=p) for p in POLICIES}
+    out[GROWING] = StreamConfig(**base, policy="none", window=10**9)
+    return out
+
+
+MID = WanConfig(
+    dim=256, ffn_dim=1024, num_heads=2, num_layers=4, freq_dim=64, text_dim=64, text_len=32
+)
+
+
+def cpu(args) -> None:
+    torch.manual_seed(0)
+    arch = TINY if args.size == "tiny" else MID
+    model = build_model(arch, "cpu", torch.float32)
+    base = {"height": args.height or 64, "width": args.width or 96}
+    n = args.chunks
+    print(
+        f"{args.size} Wan DiT (dim {arch.dim}, {arch.num_layers} layers) fp32 CPU, "
+        f"{base['height']}x{base['width']} px, C=3 S=1 W=3, 4 steps, {n} chunks, "
+        "policies stepped in turn"
+    )
+    run_streams(model, {"warm-up": StreamConfig(**base)}, 10, lambda: None)
+    flat = configs(base)
+    growing = {GROWING: flat.pop(GROWING)}
+    # the growing cache runs on its own: stepped in turn with the others, its ever larger
+    # tensors slow them down too (cache/allocator pressure), which is not their cost
+    times, sizes = run_streams(model, flat, n, lambda: None)
+    more_times, more_sizes = run_streams(model, growing, n, lambda: None)
+    times.update(more_times)
+    sizes.update(more_sizes)
+    print(
+        f"{'policy':24s} {'ms/chunk@5':>10s} {'@' + str(n):>9s} {'ratio':>6s} "
+        f"{'MiB@5':>8s} {'MiB@' + str(n):>8s}"
+    )
+    for name in times:
+        t5, tn = around(times[name], 5), around(times[name], n - 1)
+        print(
+            f"{name:24s} {t5 * 1e3:10.2f} {tn * 1e3:9.2f} {tn / t5:6.3f} "
+            f"{sizes[name][5] / 2**20:8.3f} {sizes[name][n - 1] / 2**20:8.3f}"
+        )
+
+
+def gpu(args) -> None:
+    model = build_model(WanConfig(), "cuda", torch.bfloat16)
+    base = {"height": args.height or 480, "width": args.width or 832}
+    n = args.chunks
+    print(
+        f"{torch.cuda.get_device_name()}: Wan2.1-1.3B bf16 random weights, "
+        f"{base['height']}x{base['width']}, C=3 S=1 W=3, 4 steps, DiT only, {n} chunks"
+    )
+    for name, cfg in configs(base).items():
+        cfg_n = min(n, 30) if name == GROWING else n  # a growing cache: its trend only
+        torch.cuda.reset_peak_memory_stats()
+        times, sizes = run_streams(model, {name: cfg}, cfg_n, torch.cuda.synchronize)
+        times, sizes = times[name], sizes[name]
+        steady = statistics.median(times[5:]) if cfg_n > 6 else times[-1]
+        print(
+            f"{name:24s} first chunk {times[0] * 1e3:7.1f} ms | steady {steady * 1e3:7.1f} "
+            f"ms/chunk = {4 * cfg.chunk / steady:5.1f} FPS | chunk {cfg_n - 1}/chunk 5 time "
+            f"{around(times, cfg_n - 1) / around(times, 5):.3f} | stream "
+            f"{sizes[-1] / 2**30:.2f} GiB | peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
+        )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--gpu", action="store_true")
+    p.add_argument("--chunks", type=int, default=200)
+    p.add_argument("--size", choices=["tiny", "mid"], default="tiny", help="CPU model size")
+    p.add_argument("--height", type=int, default=None)
+    p.add_argument("--width", type=int, default=None)
+    args = p.parse_args()
+    if args.gpu:
+        gpu(args)
+    else:
+        cpu(args)
+
+
+if __name__ == "__main__":
+    main()
