@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch
+
 from adastate_core.model import WanConfig
 
 from conftest import REPO
@@ -30,3 +32,16 @@ def test_flop_count_of_the_1_3b_step():
     head = 2 * n * cfg.dim * 64
     assert flops == linear + attention + head
     assert 30e12 < flops < 31e12  # ~30.5 TFLOP: attention is as costly as the linears here
+
+
+def test_stream_harness_runs():
+    import stream as stream_bench
+
+    from adastate_core.model.random_weights import TINY
+
+    model = stream_bench.build_model(TINY, "cpu", torch.float32)
+    cfgs = stream_bench.configs({"height": 32, "width": 32})
+    times, sizes = stream_bench.run_streams(model, cfgs, 8, lambda: None)
+    assert set(times) == set(cfgs) and all(len(t) == 8 for t in times.values())
+    assert sizes["adaptive"][-1] == sizes["adaptive"][3]  # flat
+    assert sizes[stream_bench.GROWING][-1] > sizes[stream_bench.GROWING][3]  # grows

@@ -429,3 +429,12 @@ def test_resume_refuses_other_model_or_settings(model, tmp_path):
     with pytest.raises(StreamError, match="not a readable stream state"):
         load_stream(model, junk)
     assert load_stream(model, path, cfg).chunk_index == 2
+
+
+def test_batched_stream_runs_rows_apart(model):
+    cfg = StreamConfig(**SIZE, seed=3)
+    both = cond(batch=2)
+    chunks, states, _ = run(model, cfg, 3, conditioning=both)
+    assert chunks[-1].content.shape == (2, 16, 3, 8, 12) and chunks[-1].state.shape[0] == 2
+    assert not torch.equal(chunks[-1].content[0], chunks[-1].content[1])
+    assert states[-1].window.k.shape[1] == 2
