@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+from torch import Tensor
 
 from ..model import CausalWanDiT
 from .config import StreamConfig
@@ -23,11 +24,20 @@ from .state import CachedFrames, StreamState, new_token
 FORMAT = "adastate-stream/1"
 
 
-def save_stream(stream: StreamState, path: str | os.PathLike) -> Path:
+def save_stream(
+    stream: StreamState,
+    path: str | os.PathLike,
+    *,
+    extras: dict[str, Tensor] | None = None,
+    extra_meta: dict[str, str] | None = None,
+) -> Path:
     """Write `stream` to `path` (.safetensors); written to a temporary file then renamed, so
-    an interrupted save never leaves a half file under the final name."""
+    an interrupted save never leaves a half file under the final name. `extras` (tensors) and
+    `extra_meta` (strings) ride along for callers such as the CLI (decoder cache, progress);
+    read them back with `read_extras`."""
     path = Path(path)
     tensors = {"conditioning": stream.conditioning}
+    tensors.update({f"extra.{k}": v for k, v in (extras or {}).items()})
     for name, part in (("window", stream.window), ("anchor", stream.anchor)):
         if part is not None:
             tensors[f"{name}.k"] = part.k
@@ -39,8 +49,12 @@ def save_stream(stream: StreamState, path: str | os.PathLike) -> Path:
         "config": stream.config.to_json(),
         "chunk_index": str(stream.chunk_index),
         "model_id": stream.model_id,
+        **{f"extra.{k}": v for k, v in (extra_meta or {}).items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StreamError(f"cannot create the folder for {path}: {err.strerror}") from None
     tmp = path.with_name(path.name + ".partial")
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), meta)
     os.replace(tmp, path)
@@ -98,3 +112,13 @@ def load_stream(
         model_id=meta["model_id"],
         token=new_token(),
     )
+
+
+def read_extras(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """The `extras` tensors and `extra_meta` strings saved with a stream state."""
+    with safe_open(str(path), framework="pt", device="cpu") as fh:
+        meta = fh.metadata() or {}
+        tensors = {
+            k[len("extra.") :]: fh.get_tensor(k) for k in fh.keys() if k.startswith("extra.")
+        }
+    return tensors, {k[len("extra.") :]: v for k, v in meta.items() if k.startswith("extra.")}

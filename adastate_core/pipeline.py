@@ -1,0 +1,170 @@
+"""The whole stream in one call: denoise -> update -> decode -> write, chunk by chunk.
+
+Frames go to the video writer as each chunk is decoded (RAM stays flat for any length); after
+every chunk the resumable *run state* (stream state + the decoder's causal cache + how many
+frames the file holds) can be saved atomically, so a stopped or crashed run continues exactly
+where it stopped. Used by the `adastate` CLI and the ComfyUI whole-stream node.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .model import CausalWanDiT
+from .stream import (
+    PromptSchedule,
+    StreamState,
+    load_stream,
+    read_extras,
+    save_stream,
+    stream_chunks,
+)
+
+RUN_FORMAT = "adastate-run/1"
+
+
+@dataclass
+class ChunkReport:
+    """What `on_chunk` callbacks receive after each chunk is written."""
+
+    index: int  # chunk just finished
+    total: int | None
+    frames: Tensor  # [T, H, W, 3] float 0..1 of this chunk (first batch row)
+    frames_written: int
+    elapsed: float  # seconds since the run (or the resume) started
+    stream: StreamState
+    state_latent: Tensor | None  # clean hidden state latent of this chunk (inspection)
+
+
+@dataclass
+class RunResult:
+    chunks: int  # chunks in the video now (counted from chunk 0)
+    frames_written: int
+    seconds: float
+    stopped: bool  # stopped early on request (Ctrl-C / Cancel)
+    stream: StreamState | None = None
+    vae_cache: object | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def save_run(
+    path: str | Path,
+    stream: StreamState,
+    vae_cache,
+    frames_written: int,
+    meta: dict[str, str] | None = None,
+) -> Path:
+    """Atomically write the resumable run state."""
+    from .vae import cache_to_tensors
+
+    tensors, cache_meta = cache_to_tensors(vae_cache)
+    info = {
+        "format": RUN_FORMAT,
+        "frames_written": str(frames_written),
+        "vae_cache": json.dumps(cache_meta),
+        **(meta or {}),
+    }
+    return save_stream(
+        stream, path, extras={f"vae.{k}": v for k, v in tensors.items()}, extra_meta=info
+    )
+
+
+def load_run(model: CausalWanDiT, path: str | Path, device=None):
+    """-> (stream, vae_cache, frames_written, meta) from a run state written by `save_run`.
+    A plain stream state (no decoder cache) resumes too, with a fresh decoder cache only if it
+    is at chunk 0."""
+    from .stream.engine import StreamError
+    from .vae import cache_from_tensors
+
+    stream = load_stream(model, path)
+    tensors, meta = read_extras(path)
+    if meta.get("format") != RUN_FORMAT:
+        if stream.chunk_index:
+            raise StreamError(
+                f"{path} is a stream state without the video decoder's cache; it can continue "
+                "a latent stream from Python, but not a video (save runs with --save-state)"
+            )
+        return stream, None, 0, meta
+    vae_tensors = {k[len("vae.") :]: v for k, v in tensors.items() if k.startswith("vae.")}
+    cache = cache_from_tensors(vae_tensors, json.loads(meta["vae_cache"]), device=device)
+    return stream, cache, int(meta["frames_written"]), meta
+
+
+def to_frames(video: Tensor) -> Tensor:
+    """Decoder output [B, 3, T, H, W] -> first row as IMAGE frames [T, H, W, 3] float32 CPU."""
+    return video[0].permute(1, 2, 3, 0).float().cpu()
+
+
+def generate(
+    model: CausalWanDiT,
+    vae,
+    stream: StreamState,
+    writer,
+    *,
+    total_chunks: int | None,
+    prompts: PromptSchedule | None = None,
+    vae_cache=None,
+    frames_written: int = 0,
+    state_path: str | Path | None = None,
+    state_meta: dict[str, str] | None = None,
+    on_chunk: Callable[[ChunkReport], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> RunResult:
+    """Run `stream` to `total_chunks` chunks (from chunk 0; None = until `should_stop`),
+    decoding each chunk with `vae` (its causal cache carried across chunks) and writing the
+    frames. `should_stop` is polled between chunks: a stop finishes the chunk in flight, so
+    the file and the saved state always agree. Exceptions propagate after the state of the
+    last finished chunk has been saved; closing the writer is the caller's job."""
+    start = time.perf_counter()
+    result = RunResult(stream.chunk_index, frames_written, 0.0, False, stream, vae_cache)
+    if total_chunks is not None and stream.chunk_index >= total_chunks:
+        return result
+    for step in stream_chunks(model, stream, chunks=total_chunks, prompts=prompts):
+        video, vae_cache = vae.decode_chunk(step.chunk.content, vae_cache)
+        frames = to_frames(video)
+        writer.write(frames)
+        frames_written += frames.shape[0]
+        if state_path is not None:
+            save_run(state_path, step.stream, vae_cache, frames_written, state_meta)
+        result = RunResult(
+            step.stream.chunk_index,
+            frames_written,
+            time.perf_counter() - start,
+            False,
+            step.stream,
+            vae_cache,
+        )
+        if on_chunk is not None:
+            on_chunk(
+                ChunkReport(
+                    step.chunk.index,
+                    total_chunks,
+                    frames,
+                    frames_written,
+                    result.seconds,
+                    step.stream,
+                    step.chunk.state,
+                )
+            )
+        del video, frames
+        if should_stop is not None and should_stop():
+            result.stopped = True
+            break
+    return result
+
+
+def pseudo_embedding(text: str, rows: int, width: int) -> Tensor:
+    """A deterministic stand-in for text-encoder rows (smoke runs on tiny random models only:
+    it carries no meaning)."""
+    import hashlib
+
+    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2**63 - 1)
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, rows, width, generator=g)
