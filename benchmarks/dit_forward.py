@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adastate_core.model import CausalWanDiT, WanConfig  # noqa: E402
-from adastate_core.model.random_weights import random_state_dict  # noqa: E402
+from adastate_core.model.random_weights import random_model, random_state_dict  # noqa: E402
 
 
 def forward_flops(cfg: WanConfig, live_tokens: int, key_tokens: int, with_text_kv: bool) -> float:
@@ -112,14 +112,7 @@ def adastate_step(args, device: str = "cuda", cfg: WanConfig | None = None) -> d
     dev = torch.device(device)
     cfg = cfg or WanConfig()
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    with torch.device("meta"):
-        model = CausalWanDiT(cfg, compute_dtype=dtype, attention=args.attention)
-    sd = random_state_dict(cfg, seed=0)
-    for k in sd:  # big linears in the compute dtype, the precise parts in fp32
-        precise = "modulation" in k or "norm" in k or k.startswith(("time_", "head."))
-        sd[k] = sd[k].to(device=dev, dtype=torch.float32 if precise else dtype)
-    model.load_state_dict(sd, assign=True)
-    model.eval().requires_grad_(False)
+    model = random_model(cfg, dtype=dtype, device=device, attention=args.attention)
     h, w = args.height // 8, args.width // 8
     n_tok = (h // 2) * (w // 2)
     live, cached = 4, 4

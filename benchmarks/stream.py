@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adastate_core.model import CausalWanDiT, WanConfig  # noqa: E402
-from adastate_core.model.random_weights import TINY, random_state_dict  # noqa: E402
+from adastate_core.model.random_weights import TINY, random_model  # noqa: E402
 from adastate_core.stream import (  # noqa: E402
     POLICIES,
     StreamConfig,
@@ -35,14 +35,7 @@ GROWING = "growing (no eviction)"
 
 
 def build_model(cfg: WanConfig, device: str, dtype: torch.dtype) -> CausalWanDiT:
-    with torch.device("meta"):
-        model = CausalWanDiT(cfg, compute_dtype=dtype)
-    sd = random_state_dict(cfg, seed=0)
-    for k in sd:
-        precise = "modulation" in k or "norm" in k or k.startswith(("time_", "head."))
-        sd[k] = sd[k].to(device=device, dtype=torch.float32 if precise else dtype)
-    model.load_state_dict(sd, assign=True)
-    return model.eval().requires_grad_(False)
+    return random_model(cfg, dtype=dtype, device=device)
 
 
 def run_streams(model, stream_cfgs: dict[str, StreamConfig], n: int, sync):

@@ -49,7 +49,6 @@ def save_random_checkpoint(
     bf16 tensors. The values shapes cannot tell (heads, text length, eps) are stored as a
     `config` beside the weights (safetensors metadata / a plain dict in the pickle).
     """
-    import torch
     from safetensors.torch import save_file
 
     sd = random_state_dict(config, seed)
@@ -67,3 +66,25 @@ def save_random_checkpoint(
     else:
         raise ValueError(f"unknown layout {layout!r}; use comfyui, official or self-forcing")
     return path
+
+
+def random_model(
+    config: WanConfig = TINY,
+    seed: int = 0,
+    *,
+    dtype: torch.dtype | str | None = None,
+    device: str = "cpu",
+    attention: str = "sdpa",
+):
+    """A random-weight `CausalWanDiT` loaded through the real loader (dtype policy included)."""
+    from .loader import load_dit
+
+    return load_dit(
+        random_state_dict(config, seed),
+        dtype=dtype,
+        device=device,
+        attention=attention,
+        num_heads=config.num_heads,
+        text_len=config.text_len,
+        eps=config.eps,
+    )
