@@ -309,18 +309,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     import tempfile
 
     import torch
+    from safetensors.torch import save_file
 
     from .io import open_writer
     from .model import load_dit
     from .model.random_weights import TINY, save_random_checkpoint
     from .pipeline import generate, pseudo_embedding
     from .stream import StreamConfig, init_stream
-    from .vae import load_vae, save_random_vae
+    from .vae import load_vae
+    from .vae.random_weights import random_state_dict as random_vae
 
     torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:  # real files, read through the real loaders
         dit = load_dit(save_random_checkpoint(Path(tmp) / "tiny_dit.safetensors", TINY))
-        vae = load_vae(save_random_vae(Path(tmp) / "tiny_vae.safetensors"))
+        save_file(random_vae(dim=8), str(Path(tmp) / "tiny_vae.safetensors"))
+        vae = load_vae(Path(tmp) / "tiny_vae.safetensors")
     config = StreamConfig(height=args.height, width=args.width, policy=args.anchor, seed=args.seed)
     cond = pseudo_embedding(args.prompt, 7, TINY.text_dim)
     stream = init_stream(dit, cond, config)
