@@ -172,7 +172,8 @@ def _encode(args, files, texts: list[str]):
 
 def _run_video(
     args, model, vae, embed, schedule, out: Path, *, resume=None, label: str = ""
-) -> None:
+) -> bool:
+    """Generate one video; True if it was stopped early (Ctrl-C)."""
     from .io import open_writer
     from .pipeline import generate, load_run
     from .stream import PromptSchedule, init_stream
@@ -215,7 +216,11 @@ def _run_video(
     with (
         graceful_interrupt() as should_stop,
         open_writer(
-            out, fps=args.fps, crf=args.crf, metadata=settings, resume_frames=frames_written
+            out,
+            fps=args.fps,
+            crf=args.crf,
+            metadata=settings,
+            **({"resume_frames": frames_written} if frames_written else {}),
         ) as writer,
     ):
         result = generate(
@@ -244,13 +249,14 @@ def _run_video(
             f"in {out}{hint}",
             file=sys.stderr,
         )
-        return
+        return True
     marker.unlink(missing_ok=True)
     rate = result.frames_written / result.seconds if result.seconds else 0.0
     print(
         f"wrote {out}: {result.frames_written} frames ({result.chunks} chunks) at "
         f"{rate:.1f} frames/s"
     )
+    return False
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -288,7 +294,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     _total_chunks(args, _stream_config(args, args.seed))  # fail early on a bad length
     for i, (schedule, out) in enumerate(todo):
         label = f"[{i + 1}/{len(todo)}] " if len(todo) > 1 else ""
-        _run_video(
+        stopped = _run_video(
             args,
             model,
             vae,
@@ -298,6 +304,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             resume=args.resume if i == 0 else None,
             label=label,
         )
+        if stopped:
+            return 130
     return 0
 
 
