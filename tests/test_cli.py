@@ -59,11 +59,10 @@ def frames_after(chunks: int) -> int:
     return StreamConfig(height=64, width=96).frames_after(chunks)
 
 
-def test_demo(tmp_path):
-    out = tmp_path / "demo.mp4"
-    res = cli("demo", "--out", out, "--seconds", "2", "--height", "64", "--width", "96")
+def test_demo_exactly_as_the_readme_runs_it(tmp_path):
+    res = cli("demo", cwd=tmp_path)
     assert "SMOKE RUN" in res.stderr and "frames/s" in res.stdout
-    assert count_frames(out) == 33  # 2 s at 16 fps -> 3 chunks -> 33 frames
+    assert count_frames(tmp_path / "adastate_demo.mp4") == 81  # 5 s at 16 fps: 7 chunks
 
 
 def test_generate_png_is_deterministic_and_matches_the_library(models, cache_dir, tmp_path):
