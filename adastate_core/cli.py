@@ -220,7 +220,7 @@ def _run_video(
             fps=args.fps,
             crf=args.crf,
             metadata=settings,
-            **({"resume_frames": frames_written} if frames_written else {}),
+            resume_frames=frames_written,
         ) as writer,
     ):
         result = generate(

@@ -350,3 +350,280 @@ def test_missing_pyav_says_how_to_install(tmp_path, monkeypatch):
 
 def test_errors_are_adastate_errors():
     assert issubclass(VideoIOError, AdaStateError)
+
+
+# ----------------------------------------------------------------------------------------------
+# resuming: open_writer(..., resume_frames=N) continues a file after its first N frames
+
+
+def write_chunks(path: Path, parts, metadata=METADATA) -> None:
+    with open_writer(path, fps=FPS, metadata=metadata) as writer:
+        for part in parts:
+            writer.write(part)
+
+
+def contents(path: Path, fmt: str) -> dict[str, bytes]:
+    """The bytes of the video (PNG: of each of its frame files), by file name."""
+    files = sorted(path.parent.glob(f"{path.stem}_*")) if fmt == "png" else [path]
+    return {file.name: file.read_bytes() for file in files}
+
+
+def new_out_path(tmp_path: Path, name: str, fmt: str) -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    return out_path(folder, fmt)
+
+
+def uninterrupted(tmp_path: Path, fmt: str, parts, metadata=METADATA) -> Path:
+    """`parts` written by one writer that never stopped."""
+    path = new_out_path(tmp_path, "uninterrupted", fmt)
+    write_chunks(path, parts, metadata)
+    return path
+
+
+def assert_same_video(got: Path, want: Path, fmt: str) -> None:
+    """Identical decoded frames and metadata, and identical bytes (every format achieves it)."""
+    assert np.array_equal(read_frames(got), read_frames(want))
+    assert read_metadata(got) == read_metadata(want)
+    assert contents(got, fmt) == contents(want, fmt)
+
+
+@pytest.mark.parametrize("fmt", list(SUFFIX))
+def test_resume_gives_the_file_of_an_uninterrupted_run(fmt, tmp_path):
+    want = uninterrupted(tmp_path, fmt, chunks())
+    path = new_out_path(tmp_path, "resumed", fmt)
+    parts = chunks()
+    write_chunks(path, parts[:2])
+    with open_writer(path, fps=FPS, resume_frames=sum(CHUNKS[:2])) as writer:
+        assert (writer.frames_written, writer.chunks_written) == (sum(CHUNKS[:2]), 2)
+        assert writer.size == (H, W)
+        assert writer.metadata == METADATA  # taken from the file
+        writer.write(parts[2])
+    assert writer.frames_written == sum(CHUNKS)
+    assert_same_video(path, want, fmt)
+
+
+def kill_child_after_writes(path: Path, tmp_path: Path, first: int, second: int) -> None:
+    """Run CHILD (writes `first` then `second` frames of EXPECTED) and SIGKILL it after both."""
+    frames_file = tmp_path / "frames.npy"
+    np.save(frames_file, EXPECTED)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    args = [sys.executable, "-c", CHILD, str(path), str(frames_file), str(first), str(second)]
+    child = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        for _ in range(2):
+            line = child.stdout.readline()
+            assert line.strip() == "wrote", child.stderr.read() if not line else line
+        child.send_signal(signal.SIGKILL)
+        assert child.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.stdout.close()
+        child.stderr.close()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX SIGKILL")
+@pytest.mark.parametrize("fmt", list(SUFFIX))
+def test_resume_after_sigkill_drops_the_chunk_written_after_the_state(fmt, tmp_path):
+    """The run state was saved after the first chunk; the killed run wrote a second one. Resuming
+    at the state drops that chunk, and the resumed run rewrites it as the state dictates."""
+    metadata = {"prompt": "killed"}  # CHILD's
+    want = uninterrupted(tmp_path, fmt, [EXPECTED[:9], EXPECTED[9:21], EXPECTED[21:]], metadata)
+    path = new_out_path(tmp_path, "resumed", fmt)
+    kill_child_after_writes(path, tmp_path, 9, 12)
+    assert count_frames(path) == 21
+    with open_writer(path, fps=FPS, metadata={"prompt": "ignored"}, resume_frames=9) as writer:
+        assert writer.metadata == metadata  # the file's metadata is kept
+        assert count_frames(path) == 9
+        writer.write(EXPECTED[9:21])
+        writer.write(EXPECTED[21:])
+    assert_same_video(path, want, fmt)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("fmt", FILE_FORMATS)
+def test_resume_after_a_kill_inside_a_write(fmt, fraction, tmp_path, monkeypatch):
+    """A kill in the middle of the third write (as in the test above that simulates one)
+    leaves a torn tail; resuming after the second write cuts it off."""
+    want = uninterrupted(tmp_path, fmt, chunks())
+    path = new_out_path(tmp_path, "resumed", fmt)
+    writer = open_writer(path, fps=FPS, metadata=METADATA)
+    parts = chunks()
+    writer.write(parts[0])
+    writer.write(parts[1])
+
+    def torn_append(self, data, commits=()):
+        self._file.seek(self._end)
+        self._file.write(data[: int(fraction * len(data))])
+        self._file.flush()
+        raise _Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(video._FileWriter, "_append", torn_append)
+        with pytest.raises(_Killed):
+            writer.write(parts[2])
+    with open_writer(path, fps=FPS, resume_frames=sum(CHUNKS[:2])) as resumed:
+        resumed.write(parts[2])
+    assert_same_video(path, want, fmt)
+
+
+def test_png_resume_after_a_kill_inside_a_write(tmp_path, monkeypatch):
+    want = uninterrupted(tmp_path, "png", chunks())
+    path = new_out_path(tmp_path, "resumed", "png")
+    writer = open_writer(path, fps=FPS, metadata=METADATA)
+    parts = chunks()
+    writer.write(parts[0])
+    writer.write(parts[1])
+    replace, done = os.replace, []
+
+    def dying_replace(src, dst):  # killed before the 4th frame of the write is renamed
+        if len(done) == 3:
+            raise _Killed
+        replace(src, dst)
+        done.append(dst)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(video.os, "replace", dying_replace)
+        with pytest.raises(_Killed):
+            writer.write(parts[2])
+    assert count_frames(path) == sum(CHUNKS[:2]) + 3
+    assert (path.parent / "clip_00025.png.partial").exists()
+    with open_writer(path, fps=FPS, resume_frames=sum(CHUNKS[:2])) as resumed:
+        assert count_frames(path) == sum(CHUNKS[:2])
+        assert not list(path.parent.glob("*.partial"))
+        resumed.write(parts[2])
+    assert_same_video(path, want, "png")
+
+
+@pytest.mark.parametrize("fmt", FILE_FORMATS)
+def test_a_kill_while_resuming_leaves_a_file_that_resumes(fmt, tmp_path, monkeypatch):
+    """Killed after resuming uncommitted the dropped chunk (GIF/WebP) but before cutting it off:
+    the file still plays, and resuming again gives the same file as ever."""
+    want = uninterrupted(tmp_path, fmt, chunks())
+    path = new_out_path(tmp_path, "resumed", fmt)
+    write_chunks(path, chunks())
+
+    def killed_fsync(file):
+        file.flush()
+        raise _Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(video, "_fsync", killed_fsync)
+        with pytest.raises(_Killed):
+            open_writer(path, fps=FPS, resume_frames=sum(CHUNKS[:2]))
+    assert count_frames(path) == (sum(CHUNKS[:2]) if fmt in ("gif", "webp") else sum(CHUNKS))
+    with open_writer(path, fps=FPS, resume_frames=sum(CHUNKS[:2])) as writer:
+        writer.write(chunks()[2])
+    assert_same_video(path, want, fmt)
+
+
+@pytest.mark.parametrize("fmt", list(SUFFIX))
+def test_failed_resumes_say_what_to_do_and_change_nothing(fmt, tmp_path):
+    path = out_path(tmp_path, fmt)
+    write_chunks(path, chunks())
+    before = contents(path, fmt)
+    start_new = "start a new output instead"
+    failures = [
+        ({"resume_frames": 5}, r"at frame 5: no write ended there \(writes ended after frames 9"),
+        ({"resume_frames": 22}, r"no write ended there \(writes ended after frames 9, 21, 33\)"),
+        ({"resume_frames": 40}, r"at frame 40: .*holds only 33 .*frames"),
+    ]
+    if fmt != "png":  # PNG frames carry no frame rate
+        failures.append(({"fps": 24, "resume_frames": 9}, r"16(\.\d+)? fps, not fps=24"))
+    for kwargs, match in failures:
+        with pytest.raises(VideoIOError, match=match) as error:
+            open_writer(path, **{"fps": FPS, **kwargs})
+        assert start_new in str(error.value)
+        assert contents(path, fmt) == before
+    with open_writer(path, fps=FPS, resume_frames=9) as writer:  # a good resume still works
+        with pytest.raises(VideoIOError, match=r"32x48 frames.*64x96"):
+            writer.write(EXPECTED[:2, :32, :48])  # the size is the file's
+    assert count_frames(path) == 9
+    assert_frames_close(path, fmt, 9)
+
+
+def write_foreign(path: Path, fmt: str) -> None:
+    """A video of the format written by something else (Pillow, or PyAV's own muxer)."""
+    from PIL import Image
+
+    if fmt == "png":
+        Image.fromarray(EXPECTED[0]).save(path.with_name(f"{path.stem}_00001.png"))
+    elif fmt in ("gif", "webp"):
+        images = [Image.fromarray(frame) for frame in EXPECTED[:4]]
+        images[0].save(path, save_all=True, append_images=images[1:], duration=62)
+    else:
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream("libx264" if fmt == "mp4" else "libvpx-vp9", rate=FPS)
+            stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+            for frame in EXPECTED[:4]:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode(None))
+
+
+@pytest.mark.parametrize("fmt", list(SUFFIX))
+def test_resume_refuses_videos_of_another_format_or_writer(fmt, tmp_path):
+    foreign = new_out_path(tmp_path, "foreign", fmt)
+    write_foreign(foreign, fmt)
+    before = contents(foreign, fmt)
+    with pytest.raises(VideoIOError, match=rf"not written by AdaState's \.{fmt} video writer"):
+        open_writer(foreign, resume_frames=1)
+    assert contents(foreign, fmt) == before
+    if fmt == "png":
+        return
+    other = FILE_FORMATS[(FILE_FORMATS.index(fmt) + 1) % len(FILE_FORMATS)]
+    path = new_out_path(tmp_path, "other", other)
+    write_chunks(path, chunks()[:1])
+    before = contents(path, other)
+    with pytest.raises(VideoIOError, match=rf"not written by AdaState's \.{fmt} .*start a new"):
+        open_writer(path, format=fmt, resume_frames=CHUNKS[0])
+    assert contents(path, other) == before
+
+
+@pytest.mark.parametrize("fmt", list(SUFFIX))
+def test_resume_of_a_missing_video_says_so(fmt, tmp_path):
+    path = tmp_path / "missing" / f"clip{SUFFIX[fmt]}"
+    with pytest.raises(VideoIOError, match=r"does not exist|holds no frames named clip_\*\.png"):
+        open_writer(path, resume_frames=9)
+    assert not path.parent.exists()  # nothing created
+
+
+def test_bad_resume_frames(tmp_path):
+    path = tmp_path / "clip.gif"
+    write_chunks(path, chunks()[:1])
+    for value in (-1, 2.5, True, "9"):
+        with pytest.raises(VideoIOError, match="resume_frames must be a whole number"):
+            open_writer(path, resume_frames=value)
+    with open_writer(path, resume_frames=np.int64(9)) as writer:
+        assert writer.frames_written == 9
+
+
+def test_mp4_resume_needs_the_same_crf(tmp_path):
+    path = tmp_path / "clip.mp4"
+    write_chunks(path, chunks()[:1])
+    with pytest.raises(VideoIOError, match=r"other settings than fps=16, crf=30.*first run's"):
+        open_writer(path, fps=FPS, crf=30, resume_frames=CHUNKS[0])
+    assert count_frames(path) == CHUNKS[0]
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "webm"])
+def test_a_long_chunk_with_a_cut_is_one_write(fmt, tmp_path):
+    """A chunk longer than the encoders' lookahead (x264: 40 frames, VP9: 25) with a hard cut in
+    it (an extra keyframe: MP4 stays one fragment, WebM may start a cluster) is one write."""
+    noise = np.random.default_rng(0).integers(0, 256, (30, H, W, 3), dtype=np.uint8)
+    long_chunk = np.concatenate([np.rint(pattern(30, start=9) * 255).astype(np.uint8), noise])
+    path = out_path(tmp_path, fmt)
+    write_chunks(path, [EXPECTED[:9], long_chunk])
+    assert count_frames(path) == 69
+    with pytest.raises(
+        VideoIOError, match=r"no write ended there \(writes ended after frames 9, 69"
+    ):
+        open_writer(path, fps=FPS, resume_frames=39)
+    with open_writer(path, fps=FPS, resume_frames=69) as writer:
+        writer.write(EXPECTED[:3])
+    assert count_frames(path) == 72

@@ -9,16 +9,21 @@ to the file, flushed and fsync'ed before `write()` returns:
 suffix     what each write appends
 =========  ===============================================================================
 ``.mp4``   H.264 (libx264, yuv420p, ``crf``) in fragmented MP4: one ``moof``+``mdat``
-           fragment that starts with a keyframe; the first write also writes ``ftyp``+``moov``.
-``.webm``  VP9 (libvpx-vp9, ``crf``) in a live-style WebM (segment of unknown size): one
-           Matroska ``Cluster`` that starts with a keyframe.
-``.webp``  animated WebP: one ``ANMF`` chunk per frame (lossy, quality ``WEBP_QUALITY``),
-           then the RIFF size in the header is updated.
+           fragment (the whole chunk, numbered by the write in ``mfhd``) that starts with a
+           keyframe; the first write also writes ``ftyp``+``moov``.
+``.webm``  VP9 (libvpx-vp9, ``crf``) in a live-style WebM (segment of unknown size): a
+           ``Void`` element holding ``AdaState write`` and the frame count, then Matroska
+           ``Cluster`` elements, the first starting with a keyframe.
+``.webp``  animated WebP: one ``ANMF`` chunk per frame (lossy, quality ``WEBP_QUALITY``; the
+           first one ends with an ``ADSW`` chunk holding the frame count), then the RIFF size in
+           the header is updated.
 ``.gif``   animated GIF: one image block per frame (256-colour palette per frame), written
-           over the previous trailer byte and followed by a new trailer.
+           over the previous trailer byte (which becomes a " " comment) and followed by a new
+           trailer.
 ``.png``   PNG frames: ``clip.png`` means the files ``clip_00001.png``, ``clip_00002.png``, ...
            beside it; a directory (an existing one, or a path with no suffix) means
-           ``<dir>/frame_00001.png``, ...; each frame is written to a temporary name and renamed.
+           ``<dir>/frame_00001.png``, ...; each frame is written to a temporary name and renamed;
+           the first one has a private ``adWr`` chunk holding the frame count.
 =========  ===============================================================================
 
 Why not let one FFmpeg muxer run for the whole video: the MP4 and Matroska muxers keep the
@@ -26,6 +31,19 @@ current fragment/cluster in memory until the *next* one starts, and PyAV exposes
 (``av_write_frame(ctx, NULL)``). So each write runs a fresh encoder and muxer over its chunk and
 the writer splices the result: it drops the repeated header and, for MP4, sets the fragment's
 decode time (``tfdt``) to the frames written before. Every chunk starts with a keyframe.
+
+Resuming: ``open_writer(path, resume_frames=N)`` continues a file after its first N frames, e.g.
+when a run that saved its state after N frames is resumed after Ctrl-C, a crash or SIGKILL.
+The writer parses the file and finds where each write ended (the fragment numbers, the write
+markers above, the " " comments), checks that N is such a place, that the file was written by
+this module and that the writer's settings make the same header (same fps and size; for MP4
+the same encoder setup, crf included; the metadata is the file's), and only then cuts off what
+follows write N: a chunk written after the state was saved, or the torn part of a write that
+was killed (GIF/WebP first uncommit it by restoring the trailer byte/the RIFF size, so the
+cutting off is crash-safe too; PNG frames are deleted last first). The writer then goes on as
+the one that wrote the N frames would have, so the file ends up byte-identical to one from a
+run that never stopped, in every format, given the same PyAV/FFmpeg and Pillow (the muxers run
+``bitexact``: no random ids). Nothing is stored beside the file.
 
 Metadata (prompt, seed, settings: a dict of strings) is stored as one JSON string under the key
 ``adastate`` (``read_metadata`` reads it back exactly) and, where the format has named tags,
@@ -39,12 +57,17 @@ WebP frames and decodes PNG and WebP (FFmpeg cannot decode animated WebP).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import mmap
+import operator
 import os
 import re
 import struct
+import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -67,6 +90,13 @@ _TECHNICAL_TAGS = {"major_brand", "minor_version", "compatible_brands", "encoder
 _SWS_ENCODE = ("AREA", "ACCURATE_RND")
 _SWS_DECODE = ("BILINEAR", "ACCURATE_RND", "FULL_CHR_H_INT")
 _XMP_NS = "https://github.com/adastate/ComfyUI-AdaState/ns/1.0/"
+# where each write starts, for resuming (see `open_writer`): WebM: a Void element holding
+# _WRITE_MARK + the write's frame count; WebP: a chunk in the write's first ANMF; PNG: a private
+# chunk in the write's first frame; GIF: the " " comment that joins a write to the one before
+_WRITE_MARK = b"AdaState write"
+_WEBP_WRITE_CHUNK = b"ADSW"
+_PNG_WRITE_CHUNK = b"adWr"  # ancillary, private, safe to copy
+_GIF_SEPARATOR = b"\x21\xfe\x01 \x00"
 
 
 class VideoIOError(AdaStateError):
@@ -141,8 +171,24 @@ def _frame_durations(start: int, count: int, rate: Fraction, unit: int) -> list[
 
 
 def _metadata_tags(metadata: dict[str, str]) -> dict[str, str]:
-    """The tags to store: one per key plus the whole dict as JSON under `METADATA_KEY`."""
-    return {**metadata, METADATA_KEY: json.dumps(metadata, ensure_ascii=False, sort_keys=True)}
+    """The tags to store: one per key (sorted, so that the metadata read back from a file makes
+    the same header) plus the whole dict as JSON under `METADATA_KEY`."""
+    tags = dict(sorted(metadata.items()))
+    tags[METADATA_KEY] = json.dumps(metadata, ensure_ascii=False, sort_keys=True)
+    return tags
+
+
+def _stored_metadata(tags: dict[str, str]) -> dict[str, str] | None:
+    """The metadata dict stored under `METADATA_KEY` in `tags`, or None if there is none."""
+    for key, value in tags.items():
+        if key.lower() == METADATA_KEY:
+            try:
+                metadata = json.loads(value)
+            except ValueError:
+                return None
+            if isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values()):
+                return metadata
+    return None
 
 
 def _metadata_from_tags(tags: dict[str, str]) -> dict[str, str]:
@@ -168,6 +214,22 @@ def _check_metadata(metadata: dict[str, Any] | None) -> dict[str, str]:
     return out
 
 
+def _fsync(file: Any) -> None:
+    file.flush()
+    os.fsync(file.fileno())
+
+
+@contextlib.contextmanager
+def _mapped(file: Any) -> Iterator[Any]:
+    """The whole of the open binary `file`, read-only, as a bytes-like object (an mmap, so that
+    parsing a large video reads only the parts it looks at)."""
+    if os.fstat(file.fileno()).st_size == 0:
+        yield b""
+        return
+    with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        yield data
+
+
 class _Sink:
     """A write-only, unseekable file object for PyAV: makes the muxers write live-style
     output (MP4 with an empty moov, WebM with a segment of unknown size)."""
@@ -189,7 +251,9 @@ class VideoWriter:
 
     After every `write` the file on disk is a playable video of all frames written so far, so an
     interrupted run keeps them. `close` (or leaving a `with` block) ends the writer; closing twice
-    is harmless and writing after close raises `VideoIOError`.
+    is harmless and writing after close raises `VideoIOError`. A resumed writer
+    (`open_writer(..., resume_frames=N)`) starts with `frames_written == N`, `chunks_written` the
+    writes that made them, `size` and `metadata` those of the file.
     """
 
     format: str = ""
@@ -201,6 +265,7 @@ class VideoWriter:
         self.metadata = metadata
         self.size: tuple[int, int] | None = None  # (H, W), fixed by the first write
         self.frames_written = 0
+        self.chunks_written = 0  # writes that added frames
         self.closed = False
 
     @property
@@ -230,6 +295,7 @@ class VideoWriter:
             )
         self._write(array)
         self.frames_written += array.shape[0]
+        self.chunks_written += 1
 
     def close(self) -> None:
         """Finish the file (everything is already on disk; this releases it)."""
@@ -255,20 +321,94 @@ class VideoWriter:
     def _write(self, frames: np.ndarray) -> None:
         raise NotImplementedError
 
+    # resuming
+    def _cannot_resume(self, frames: int, reason: str, todo: str = "") -> VideoIOError:
+        return VideoIOError(
+            f"cannot resume {self.path} at frame {frames}: {reason}; " + (todo or self._start_new())
+        )
+
+    def _start_new(self) -> str:
+        return (
+            f"start a new output instead (another path, or resume_frames=0 to overwrite "
+            f"{self.path})"
+        )
+
+    def _foreign(self, frames: int, reason: str) -> VideoIOError:
+        return self._cannot_resume(
+            frames,
+            f"it was not written by AdaState's .{self.format} video writer, or it is damaged "
+            f"({reason})",
+        )
+
+    def _resume_point(self, frames: int, ends: list[int]) -> int:
+        """The index of the write after which the file holds exactly `frames` frames.
+
+        ends: the frame count after each complete write, in order."""
+        total = ends[-1] if ends else 0
+        if frames > total:
+            raise self._cannot_resume(
+                frames,
+                f"it holds only {total} complete frames (the run state is newer than the video, "
+                "or belongs to another video)",
+            )
+        if frames not in ends:
+            nearby = sorted(ends, key=lambda end: abs(end - frames))[:6]
+            raise self._cannot_resume(
+                frames,
+                f"no write ended there (writes ended after frames "
+                f"{', '.join(map(str, sorted(nearby)))}{', ...' if len(ends) > 6 else ''}); "
+                "resume_frames must be the frame count of a run state saved with this video",
+            )
+        return ends.index(frames)
+
+    def _check_durations(self, frames: int, stored: list[int], unit: int) -> None:
+        """GIF/WebP: the first `frames` frame durations must be those this writer's fps gives."""
+        if stored[:frames] != _frame_durations(0, frames, self.rate, unit):
+            file_fps = frames * unit / max(1, sum(stored[:frames]))
+            raise self._cannot_resume(
+                frames,
+                f"its frames are timed for about {file_fps:.4g} fps, not fps={self.fps:g}",
+                f"resume with the fps of the first run, or {self._start_new()}",
+            )
+
+
+class _NotOurs(Exception):
+    """A file to resume that this module did not write (the message says why)."""
+
+
+@dataclass
+class _Layout:
+    """What a resumed file holds, as far as its writer needs to know."""
+
+    size: tuple[int, int]  # (H, W)
+    metadata: dict[str, str]
+    header: bytes  # what the first write put before its frames
+    ends: list[tuple[int, int]]  # (frames, file size) after each complete write, in order
+    durations: list[int] = field(default_factory=list)  # GIF/WebP: each frame's, as stored
+    fps: float | None = None  # MP4/WebM: the frame rate of the file
+    write_durations: list[int] = field(default_factory=list)  # MP4: of each write's fragment
+
 
 class _FileWriter(VideoWriter):
     """A writer of one file that only ever grows. Each write appends its bytes in a form that
     readers do not yet see, fsyncs them, then *commits* them by patching a few bytes in place
     (a box type, a size, a trailer byte), so even a kill in the middle of a write leaves the
-    file as the previous write left it, plus unseen bytes."""
+    file as the previous write left it, plus unseen bytes.
 
-    def __init__(self, path: Path, **kwargs: Any) -> None:
+    Resuming parses the file, checks that it is one this writer would have written, rolls back
+    (uncommits) and cuts off everything after the write that ended at the resume frame, so the
+    file is again exactly as that write left it."""
+
+    def __init__(self, path: Path, *, resume_frames: int = 0, **kwargs: Any) -> None:
         super().__init__(path, **kwargs)
+        self._end = 0  # file size after the last complete write
+        if resume_frames:
+            self._file = self._resume(resume_frames)
+            return
         try:
             self._file = open(path, "wb")  # noqa: SIM115 - held open until close()
         except OSError as err:
             raise _unwritable(path, err) from None
-        self._end = 0  # file size after the last complete write
 
     def _append(self, data: bytes, commits: list[tuple[int, bytes]] = ()) -> None:
         """Append `data`, then write each (absolute offset, bytes) of `commits`."""
@@ -291,13 +431,67 @@ class _FileWriter(VideoWriter):
         self._end = start + len(data)
 
     def _sync(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        _fsync(self._file)
 
     def close(self) -> None:
         if not self.closed:
             self._file.close()
         super().close()
+
+    def _resume(self, frames: int) -> Any:
+        """Open the file to continue after its first `frames` frames; returns the open file."""
+        try:
+            file = open(self.path, "r+b")  # noqa: SIM115 - held open until close()
+        except FileNotFoundError:
+            raise self._cannot_resume(
+                frames, "the file does not exist", "start a new output (resume_frames=0)"
+            ) from None
+        except OSError as err:
+            raise _unwritable(self.path, err) from None
+        try:
+            with _mapped(file) as data:
+                try:
+                    layout = self._layout(data)
+                except _NotOurs as err:
+                    raise self._foreign(frames, str(err)) from None
+                except (IndexError, ValueError, struct.error, ElementTree.ParseError) as err:
+                    raise self._foreign(frames, f"unreadable: {err}") from None
+            index = self._resume_point(frames, [count for count, _ in layout.ends])
+            self.size, self.metadata = layout.size, layout.metadata
+            self._check_resume(frames, layout)
+            # nothing was changed so far; now uncommit what follows, then cut it off
+            end = layout.ends[index][1]
+            for offset, patch in self._uncommit(end):
+                file.seek(offset)
+                file.write(patch)
+            _fsync(file)
+            file.truncate(end)
+            _fsync(file)
+        except OSError as err:
+            file.close()
+            raise VideoIOError(f"could not write to {self.path}: {err.strerror or err}") from None
+        except BaseException:
+            file.close()
+            raise
+        self._end = end
+        self.frames_written, self.chunks_written = frames, index + 1
+        self._restore(layout, index)
+        return file
+
+    # subclasses: resuming
+    def _layout(self, data: Any) -> _Layout:
+        """Parse the file (bytes or mmap); raise `_foreign` if this writer did not write it."""
+        raise NotImplementedError
+
+    def _check_resume(self, frames: int, layout: _Layout) -> None:
+        """Raise if this writer's settings would not continue the file as it was written."""
+
+    def _uncommit(self, end: int) -> list[tuple[int, bytes]]:
+        """(offset, bytes) patches that hide everything after `end` (a write's end)."""
+        return []
+
+    def _restore(self, layout: _Layout, index: int) -> None:
+        """Take over the state the writer had after write `index`."""
 
 
 class _PyAVWriter(_FileWriter):
@@ -314,29 +508,34 @@ class _PyAVWriter(_FileWriter):
                 f"crf for {self.format} must be an integer 0..{self.max_crf} (lower is better "
                 f"quality, 19 is the default), got {crf!r}"
             )
-        super().__init__(path, crf=crf, **kwargs)
-        self.chunks_written = 0
         self._moov = b""  # MP4: the moov box of the first write
         self._decode_time = 0  # MP4: the duration of all fragments so far, in track timescale
+        super().__init__(path, crf=crf, **kwargs)
 
-    def _encode(self, frames: np.ndarray, options: dict[str, str]) -> bytes:
+    def _encode(self, frames: np.ndarray) -> bytes:
         """One complete file of `frames` ([T, H, W, 3] uint8), timestamps continuing from
         `frames_written`."""
         av = self._av
         sink = _Sink()
         sws = _sws_flags(av, _SWS_ENCODE)
+        # bitexact: no random track ids or library versions in the header, so that a header
+        # made now equals the one in a file to resume
+        options = {**self._mux_options(), "fflags": "+bitexact"}
         with av.open(sink, "w", format=self.container_format, options=options) as container:
             container.metadata.update(_metadata_tags(self.metadata))
             stream = container.add_stream(self.codec, rate=self.rate, options=self._codec_options())
             stream.height, stream.width = frames.shape[1:3]
             stream.pix_fmt = "yuv420p"
-            stream.time_base = 1 / self.rate
+            # frames are timed in 1/fps; not `stream.time_base`, which the muxer changes (MP4:
+            # 1/16384 for 16 fps) once the encoder's first packet makes it write the header
+            time_base = 1 / self.rate
+            stream.time_base = time_base
             self._configure(stream.codec_context)
             for i, image in enumerate(frames):
                 frame = av.VideoFrame.from_ndarray(image, format="rgb24")
                 frame = frame.reformat(format="yuv420p", dst_colorspace="ITU709", interpolation=sws)
                 frame.pts = self.frames_written + i
-                frame.time_base = stream.time_base
+                frame.time_base = time_base
                 container.mux(stream.encode(frame))
             container.mux(stream.encode(None))
         return bytes(sink.data)
@@ -350,6 +549,33 @@ class _PyAVWriter(_FileWriter):
 
     def _codec_options(self) -> dict[str, str]:
         raise NotImplementedError
+
+    def _mux_options(self) -> dict[str, str]:
+        return {}
+
+    def _header_of(self, data: bytes) -> bytes:
+        """The header part of a file made by `_encode`."""
+        raise NotImplementedError
+
+    def _check_resume(self, frames: int, layout: _Layout) -> None:
+        if layout.fps is not None and abs(layout.fps / self.fps - 1) > 1e-4:
+            raise self._cannot_resume(
+                frames,
+                f"it was written at {layout.fps:.6g} fps, not fps={self.fps:g}",
+                f"resume with fps={layout.fps:.6g}, or {self._start_new()}",
+            )
+        # the header this writer makes now (from one black frame) must be the file's: same
+        # frame rate, size, encoder setup and metadata
+        height, width = layout.size
+        if self._header_of(self._encode(np.zeros((1, height, width, 3), np.uint8))) != (
+            layout.header
+        ):
+            raise self._cannot_resume(
+                frames,
+                f"it was written with other settings than fps={self.fps:g}, crf={self.crf} "
+                "(or by another version of PyAV/FFmpeg)",
+                f"resume with the first run's fps and crf, or {self._start_new()}",
+            )
 
 
 class _Mp4Writer(_PyAVWriter):
@@ -370,14 +596,19 @@ class _Mp4Writer(_PyAVWriter):
         # no B-frames: presentation time = decode time, so the video starts at t = 0
         return {"crf": str(self.crf), "preset": "medium", "bf": "0"}
 
+    def _mux_options(self) -> dict[str, str]:
+        # frag_custom: the whole chunk is one fragment (also when the encoder puts more
+        # keyframes in it), numbered by its write, so the fragments are the writes
+        return {
+            "movflags": "frag_custom+empty_moov+default_base_moof+use_metadata_tags",
+            "fragment_index": str(self.chunks_written + 1),
+        }
+
+    def _header_of(self, data: bytes) -> bytes:
+        return b"".join(box for kind, box in _mp4_boxes(data) if kind in ("ftyp", "moov"))
+
     def _write(self, frames: np.ndarray) -> None:
-        data = self._encode(
-            frames,
-            {
-                "movflags": "frag_keyframe+empty_moov+default_base_moof+use_metadata_tags",
-                "fragment_index": str(self.chunks_written + 1),
-            },
-        )
+        data = self._encode(frames)
         boxes = list(_mp4_boxes(data))
         piece = bytearray()
         commits = []
@@ -389,7 +620,11 @@ class _Mp4Writer(_PyAVWriter):
                 self._moov = box
             elif kind == "moov" and box != self._moov:
                 # the first write's moov holds the decoder setup (SPS/PPS) for all fragments
-                raise VideoIOError("internal: the H.264 setup changed between chunks")
+                raise VideoIOError(
+                    f"cannot add frames to {self.path}: the H.264 encoder setup differs from the "
+                    "one the file starts with (another crf, or another version of PyAV/FFmpeg); "
+                    "start a new output"
+                )
             elif kind == "moof":  # written as a 'free' box; renamed 'moof' once all is on disk
                 commits.append((self._end + len(piece) + 4, b"moof"))
                 piece += _mp4_shift_decode_time(box, self._decode_time)
@@ -398,10 +633,57 @@ class _Mp4Writer(_PyAVWriter):
                 piece += box
         self._append(bytes(piece), commits)
         self._decode_time += sum(_mp4_fragment_duration(box) for k, box in boxes if k == "moof")
-        self.chunks_written += 1
+
+    def _layout(self, data: Any) -> _Layout:
+        spans = list(_mp4_box_spans(data))
+        if len(spans) < 2 or [kind for kind, _, _ in spans[:2]] != ["ftyp", "moov"]:
+            raise _NotOurs("it does not start with the boxes ftyp, moov")
+        _, moov_start, moov_size = spans[1]
+        header = bytes(data[: moov_start + moov_size])
+        moov = header[moov_start:]
+        tkhd = _mp4_find(moov, "trak", "tkhd")
+        mdhd = _mp4_find(moov, "trak", "mdia", "mdhd")
+        if tkhd is None or mdhd is None:
+            raise _NotOurs("its moov has no video track")
+        width, height = (v >> 16 for v in struct.unpack_from(">II", tkhd, len(tkhd) - 8))
+        timescale = struct.unpack_from(">I", mdhd, 28 if mdhd[8] == 1 else 20)[0]
+        ends, durations, frames = [], [], 0
+        for (kind, start, size), (next_kind, next_start, next_size) in zip(
+            spans[2::2], spans[3::2]
+        ):
+            if kind != "moof" or next_kind != "mdat":  # 'free': a write that was not committed
+                break
+            moof = bytes(data[start : start + size])
+            mfhd = _mp4_find(moof, "mfhd")
+            tfdt = [box for kind, _, box in _mp4_traf_boxes(moof) if kind == "tfdt"]
+            if mfhd is None or len(tfdt) != 1:
+                raise _NotOurs("a fragment lacks its mfhd or tfdt box")
+            sequence = struct.unpack_from(">I", mfhd, 12)[0]
+            layout = ">Q" if tfdt[0][8] == 1 else ">I"
+            decode_time = struct.unpack_from(layout, tfdt[0], 12)[0]
+            if sequence != len(ends) + 1 or decode_time != sum(durations):
+                raise _NotOurs(
+                    f"fragment {len(ends) + 1} is numbered {sequence} or starts at {decode_time}"
+                )
+            frames += _mp4_sample_count(moof)
+            durations.append(_mp4_fragment_duration(moof))
+            ends.append((frames, next_start + next_size))
+        fps = ends[0][0] * timescale / durations[0] if durations and durations[0] else None
+        metadata = _stored_metadata(_mp4_header_tags(self._av, header))
+        if metadata is None:
+            raise _NotOurs(f"it holds no {METADATA_KEY!r} metadata tag")
+        return _Layout((height, width), metadata, header, ends, fps=fps, write_durations=durations)
+
+    def _restore(self, layout: _Layout, index: int) -> None:
+        self._moov = dict(_mp4_boxes(layout.header))["moov"]
+        self._decode_time = sum(layout.write_durations[: index + 1])
 
 
 class _WebmWriter(_PyAVWriter):
+    """WebM: every write appends a Void element holding `_WRITE_MARK` and its frame count (so
+    that a resume finds where each write started and whether it is complete), then its
+    clusters; the first write puts the header before it."""
+
     format = "webm"
     codec = "libvpx-vp9"
     container_format = "webm"
@@ -410,16 +692,68 @@ class _WebmWriter(_PyAVWriter):
     def _codec_options(self) -> dict[str, str]:
         return {"crf": str(self.crf), "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"}
 
+    def _header_of(self, data: bytes) -> bytes:
+        return _webm_split(data, self.path)[0]
+
     def _write(self, frames: np.ndarray) -> None:
-        data = self._encode(frames, {})
-        header, clusters = _webm_split(data, self.path)
-        self._append(header + clusters if self.chunks_written == 0 else clusters)
-        self.chunks_written += 1
+        header, clusters = _webm_split(self._encode(frames), self.path)
+        body = _WRITE_MARK + struct.pack(">I", len(frames))
+        marker = bytes([_EBML_VOID, 0x80 | len(body)]) + body
+        self._append((header if self.chunks_written == 0 else b"") + marker + clusters)
+
+    def _layout(self, data: Any) -> _Layout:
+        elements = _ebml_elements(data, 0, len(data))
+        head = next(elements, None)
+        segment = next(elements, None)
+        if head is None or head[0] != _EBML_HEAD or segment is None or segment[0] != _EBML_SEGMENT:
+            raise _NotOurs("it does not start with an EBML header and a segment")
+        header_end = None
+        writes: list[list[int]] = []  # [frames announced, frames found, end of last cluster]
+        for element, start, body, end in _ebml_elements(data, segment[2], len(data)):
+            if end > len(data):  # cut off by a kill
+                break
+            if element == _EBML_VOID and bytes(data[body:end]).startswith(_WRITE_MARK):
+                header_end = start if header_end is None else header_end
+                count = struct.unpack_from(">I", data, body + len(_WRITE_MARK))[0]
+                writes.append([count, 0, end])
+            elif element == _EBML_CLUSTER and writes:
+                writes[-1][1] += sum(
+                    1 for child in _ebml_elements(data, body, end) if child[0] in _EBML_BLOCKS
+                )
+                writes[-1][2] = end
+            elif element == _EBML_CLUSTER or writes:
+                break
+        if header_end is None:
+            raise _NotOurs("it has no AdaState write markers")
+        header = bytes(data[:header_end])
+        ends, frames = [], 0
+        for announced, found, end in writes:
+            if found != announced:  # a write cut off by a kill
+                break
+            frames += found
+            ends.append((frames, end))
+        track = _ebml_find(header, segment[2], len(header), 0x1654AE6B, 0xAE)  # TrackEntry
+        video = track and _ebml_find(header, *track, 0xE0)
+        if video is None:
+            raise _NotOurs("its header has no video track")
+        width = _ebml_uint(header, _ebml_find(header, *video, 0xB0))
+        height = _ebml_uint(header, _ebml_find(header, *video, 0xBA))
+        default_duration = _ebml_uint(header, _ebml_find(header, *track, 0x23E383))
+        if not width or not height:
+            raise _NotOurs("its video track has no frame size")
+        metadata = _stored_metadata(_webm_tags(header, segment[2]))
+        if metadata is None:
+            raise _NotOurs(f"it holds no {METADATA_KEY!r} metadata tag")
+        fps = 1e9 / default_duration if default_duration else None
+        return _Layout((height, width), metadata, header, ends, fps=fps)
 
 
 class _WebpWriter(_FileWriter):
     """Animated WebP assembled chunk by chunk: RIFF header, VP8X, ANIM, XMP, then ANMF frames;
-    a write appends its ANMF chunks beyond the RIFF size, then commits them by rewriting it."""
+    a write appends its ANMF chunks beyond the RIFF size, then commits them by rewriting it. The
+    first frame of each write carries, after its bitstream, an unknown-to-readers chunk
+    `_WEBP_WRITE_CHUNK` with the write's frame count (the WebP container allows unknown chunks
+    at the end of a frame's data)."""
 
     format = "webp"
 
@@ -429,13 +763,9 @@ class _WebpWriter(_FileWriter):
         height, width = frames.shape[1:3]
         piece = bytearray()
         if self.frames_written == 0:
-            xmp = _xmp_packet(self.metadata)
-            vp8x = struct.pack("<B3x", 0x02 | 0x04) + _u24(width - 1) + _u24(height - 1)
-            piece += b"RIFF\0\0\0\0WEBP" + _riff_chunk(b"VP8X", vp8x)
-            piece += _riff_chunk(b"ANIM", struct.pack("<IH", 0xFFFFFFFF, 0))  # white, loop
-            piece += _riff_chunk(b"XMP ", xmp)
+            piece += _webp_header(width, height, self.metadata)
         durations = _frame_durations(self.frames_written, len(frames), self.rate, 1000)
-        for image, duration in zip(frames, durations):
+        for i, (image, duration) in enumerate(zip(frames, durations)):
             buffer = io.BytesIO()
             Image.fromarray(image).save(buffer, "WEBP", quality=WEBP_QUALITY, method=4)
             bitstream = b"".join(
@@ -443,9 +773,55 @@ class _WebpWriter(_FileWriter):
                 for tag, body in _riff_chunks(buffer.getvalue()[12:])
                 if tag in (b"VP8 ", b"VP8L", b"ALPH")
             )
+            if i == 0:
+                bitstream += _riff_chunk(_WEBP_WRITE_CHUNK, struct.pack("<I", len(frames)))
             header = _u24(0) + _u24(0) + _u24(width - 1) + _u24(height - 1) + _u24(duration)
             piece += _riff_chunk(b"ANMF", header + b"\x02" + bitstream)  # no blending
         self._append(bytes(piece), [(4, struct.pack("<I", self._end + len(piece) - 8))])
+
+    def _uncommit(self, end: int) -> list[tuple[int, bytes]]:
+        return [(4, struct.pack("<I", end - 8))]
+
+    def _layout(self, data: Any) -> _Layout:
+        if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+            raise _NotOurs("it is no RIFF WebP file")
+        riff_end = min(len(data), 8 + struct.unpack_from("<I", data, 4)[0])
+        header_end = None
+        size = metadata = None
+        writes: list[list[int]] = []  # [frames announced, frames found, end]
+        durations = []
+        for tag, body, chunk_size, end in _riff_chunk_spans(data, 12, riff_end):
+            if tag == b"VP8X":
+                width, height = (
+                    1 + int.from_bytes(data[p : p + 3], "little") for p in (body + 4, body + 7)
+                )
+                size = (height, width)
+            elif tag == b"XMP ":
+                metadata = _metadata_from_xmp(bytes(data[body : body + chunk_size]))
+            elif tag == b"ANMF":
+                header_end = body - 8 if header_end is None else header_end
+                durations.append(int.from_bytes(data[body + 12 : body + 15], "little"))
+                for sub, sub_body, _, _ in _riff_chunk_spans(data, body + 16, body + chunk_size):
+                    if sub == _WEBP_WRITE_CHUNK:
+                        writes.append([struct.unpack_from("<I", data, sub_body)[0], 0, 0])
+                if not writes:
+                    raise _NotOurs("its first frame has no AdaState write marker")
+                writes[-1][1:] = [writes[-1][1] + 1, end]
+        if header_end is None or size is None or metadata is None:
+            raise _NotOurs("it has no VP8X, XMP or ANMF chunks")
+        header = bytes(data[:header_end])
+        if header[12:] != _webp_header(size[1], size[0], metadata)[12:]:
+            raise _NotOurs("its header differs from the one AdaState writes")
+        ends, frames = [], 0
+        for announced, found, end in writes:
+            if found != announced:
+                raise _NotOurs(f"a write of {announced} frames holds {found}")
+            frames += found
+            ends.append((frames, end))
+        return _Layout(size, metadata, header, ends, durations=durations)
+
+    def _check_resume(self, frames: int, layout: _Layout) -> None:
+        self._check_durations(frames, layout.durations, 1000)
 
 
 class _GifWriter(_FileWriter):
@@ -453,7 +829,8 @@ class _GifWriter(_FileWriter):
     with its own 256-colour palette. The file always ends with the trailer byte ';'. A write
     appends an empty comment extension's body, its frames and a new trailer *after* the old
     trailer (readers stop there), then commits them by turning the old trailer into the
-    extension introducer '!'."""
+    extension introducer '!'. Those " " comments also mark where each write (after the first)
+    starts, for resuming."""
 
     format = "gif"
 
@@ -464,13 +841,10 @@ class _GifWriter(_FileWriter):
         piece = bytearray()
         commits = []
         if self.frames_written == 0:
-            piece += b"GIF89a" + struct.pack("<HHBBB", width, height, 0, 0, 0)
-            piece += b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"  # loop forever
-            comment = json.dumps(self.metadata, ensure_ascii=True, sort_keys=True).encode()
-            piece += b"\x21\xfe" + _gif_sub_blocks(comment)
+            piece += _gif_header(width, height, self.metadata)
         else:
-            piece += b"\xfe\x01 \x00"  # label, body and terminator of a " " comment
-            commits.append((self._end - 1, b"\x21"))
+            piece += _GIF_SEPARATOR[1:]  # label, body and terminator of a " " comment
+            commits.append((self._end - 1, _GIF_SEPARATOR[:1]))
         durations = _frame_durations(self.frames_written, len(frames), self.rate, 100)
         for image, delay in zip(frames, durations):
             buffer = io.BytesIO()
@@ -481,16 +855,66 @@ class _GifWriter(_FileWriter):
         piece += b"\x3b"  # trailer
         self._append(bytes(piece), commits)
 
+    def _uncommit(self, end: int) -> list[tuple[int, bytes]]:
+        return [(end - 1, b"\x3b")]  # the trailer again, where the next write put its '!'
+
+    def _layout(self, data: Any) -> _Layout:
+        if len(data) < 13 or data[:6] != b"GIF89a":
+            raise _NotOurs("it is no GIF89a file")
+        width, height = struct.unpack_from("<HH", data, 6)
+        comment = _gif_comment(data)
+        metadata = json.loads(comment) if comment is not None else None
+        if not isinstance(metadata, dict):
+            raise _NotOurs("it has no metadata comment")
+        header = _gif_header(width, height, metadata)
+        if data[: len(header)] != header:
+            raise _NotOurs("its header differs from the one AdaState writes")
+        # a separator means the write after it was committed; the last write is committed if
+        # the trailer follows it (a kill in the first write can leave neither)
+        ends, frames, durations, pos = [], 0, [], len(header)
+        try:
+            while True:
+                block = data[pos]
+                if block == 0x3B:  # the trailer: the last committed write ends here
+                    ends.append((frames, pos + 1))
+                    break
+                if data[pos : pos + len(_GIF_SEPARATOR)] == _GIF_SEPARATOR:
+                    ends.append((frames, pos + 1))
+                    pos += len(_GIF_SEPARATOR)
+                elif block == 0x21 and data[pos + 1] == 0xF9:  # graphic control: frame delay
+                    durations.append(struct.unpack_from("<H", data, pos + 4)[0])
+                    pos = _gif_skip_sub_blocks(data, pos + 2)
+                elif block == 0x21:
+                    pos = _gif_skip_sub_blocks(data, pos + 2)
+                elif block == 0x2C:  # an image: descriptor, local colour table, LZW data
+                    packed = data[pos + 9]
+                    pos += 10 + ((3 << ((packed & 0x07) + 1)) if packed & 0x80 else 0)
+                    pos = _gif_skip_sub_blocks(data, pos + 1)
+                    frames += 1
+                else:
+                    break
+        except (IndexError, struct.error):  # cut off by a kill in the first write
+            pass
+        return _Layout((height, width), metadata, header, ends, durations=durations)
+
+    def _check_resume(self, frames: int, layout: _Layout) -> None:
+        self._check_durations(frames, layout.durations, 100)
+
 
 class _PngWriter(VideoWriter):
     """PNG frames `<stem>_00001.png`, ... in `folder`; each written to a temporary name, fsync'ed
-    and renamed, so every frame file on disk is complete. PNG frames carry no frame rate."""
+    and renamed, so every frame file on disk is complete. PNG frames carry no frame rate. The
+    first frame of each write holds a private chunk `_PNG_WRITE_CHUNK` with the write's frame
+    count, for resuming."""
 
     format = "png"
 
-    def __init__(self, path: Path, **kwargs: Any) -> None:
+    def __init__(self, path: Path, *, resume_frames: int = 0, **kwargs: Any) -> None:
         super().__init__(path, **kwargs)
         self.folder, self.stem = _png_layout(path)
+        if resume_frames:
+            self._resume(resume_frames)
+            return
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -501,8 +925,15 @@ class _PngWriter(VideoWriter):
         if stale:
             raise VideoIOError(
                 f"{self.folder} already holds {len(stale)} frames named {self.stem}_*.png "
-                f"(e.g. {stale[0].name}) from an earlier run; remove them or choose another path"
+                f"(e.g. {stale[0].name}) from an earlier run; remove them, choose another path, "
+                "or continue them with resume_frames"
             )
+
+    def _start_new(self) -> str:
+        return (
+            f"start a new output instead (another path, or delete {self.folder}/{self.stem}_*.png "
+            "first)"
+        )
 
     def frame_path(self, index: int) -> Path:
         """The file of frame `index` (0-based)."""
@@ -511,20 +942,91 @@ class _PngWriter(VideoWriter):
     def _write(self, frames: np.ndarray) -> None:
         from PIL import Image, PngImagePlugin
 
-        info = PngImagePlugin.PngInfo()
-        for key, value in _metadata_tags(self.metadata).items():
-            info.add_itxt(key, value)
+        infos = [PngImagePlugin.PngInfo(), PngImagePlugin.PngInfo()]
+        for info in infos:
+            for key, value in _metadata_tags(self.metadata).items():
+                info.add_itxt(key, value)
+        first, info = infos
+        first.add(_PNG_WRITE_CHUNK, struct.pack(">I", len(frames)))
         for i, image in enumerate(frames):
             path = self.frame_path(self.frames_written + i)
             tmp = path.with_name(path.name + ".partial")
             try:
                 with open(tmp, "wb") as fh:
-                    Image.fromarray(image).save(fh, "PNG", pnginfo=info, compress_level=4)
+                    Image.fromarray(image).save(
+                        fh, "PNG", pnginfo=first if i == 0 else info, compress_level=4
+                    )
                     fh.flush()
                     os.fsync(fh.fileno())
                 os.replace(tmp, path)
             except OSError as err:
                 raise VideoIOError(f"could not write {path}: {err.strerror or err}") from None
+
+    def _resume(self, frames: int) -> None:
+        pattern = re.compile(re.escape(self.stem) + rf"_(\d{{{PNG_DIGITS},}})\.png(\.partial)?")
+        found = []
+        if self.folder.is_dir():
+            found = [
+                (int(m.group(1)), p)
+                for p in self.folder.iterdir()
+                if (m := pattern.fullmatch(p.name))
+            ]
+        numbers = {number for number, path in found if not path.name.endswith(".partial")}
+        if not numbers:
+            raise self._cannot_resume(
+                frames,
+                f"{self.folder} holds no frames named {self.stem}_*.png",
+                "start a new output (resume_frames=0)",
+            )
+        present = 0  # frames 1..present are all there
+        while present + 1 in numbers:
+            present += 1
+        if frames > present:
+            raise self._cannot_resume(
+                frames,
+                f"{self.folder} holds only {present} frames {self.stem}_*.png in a row (the run "
+                "state is newer than the frames, or belongs to another video)",
+            )
+        try:
+            first = _png_head(self.frame_path(0)) if 1 in numbers else None
+            if first is None or first[2] is None:
+                raise self._foreign(frames, f"{self.frame_path(0).name} has no AdaState marker")
+            size, metadata = first[0], _stored_metadata(first[1])
+            if metadata is None:
+                raise self._foreign(frames, f"{self.frame_path(0).name} has no metadata")
+            ends, position = [], 0
+            while position < frames:  # walk the writes, from marker to marker
+                frame_size, _, count = _png_head(self.frame_path(position))
+                if count is None or frame_size != size:
+                    name = self.frame_path(position).name
+                    raise self._foreign(frames, f"{name} is not the first frame of a write")
+                if position + count > present:  # a write cut off by a kill
+                    break
+                position += count
+                ends.append(position)
+        except (IndexError, ValueError, struct.error, zlib.error, OSError) as err:
+            raise self._foreign(frames, f"unreadable frame: {err}") from None
+        index = self._resume_point(frames, ends)
+        if not os.access(self.folder, os.W_OK):
+            raise _unwritable(self.folder, PermissionError(13, "Permission denied"))
+        self.size, self.metadata = size, metadata
+        # drop the frames after the resume point, the last one first (a kill leaves a prefix)
+        extra = sorted(
+            (
+                (number, path)
+                for number, path in found
+                if number > frames or path.name.endswith(".partial")
+            ),
+            key=lambda item: (-item[0], not item[1].name.endswith(".partial")),
+        )
+        for _, path in extra:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as err:
+                raise VideoIOError(f"could not remove {path}: {err.strerror or err}") from None
+        self.frames_written, self.chunks_written = frames, index + 1
 
 
 _WRITERS: dict[str, type[VideoWriter]] = {
@@ -570,6 +1072,7 @@ def open_writer(
     crf: int = 19,
     metadata: dict[str, str] | None = None,
     format: str | None = None,
+    resume_frames: int = 0,
 ) -> VideoWriter:
     """A progressive writer for `path`; see the module docstring for the formats.
 
@@ -577,21 +1080,42 @@ def open_writer(
     (0..63), lower is better. metadata: strings to embed (prompt, seed, settings); read them
     back with `read_metadata`. format: 'mp4', 'webm', 'webp', 'gif' or 'png' (default: from the
     suffix). An existing file is replaced; the parent folder is created if missing.
+
+    resume_frames: N > 0 continues a video that this module wrote (with the same format and
+    fps, and for MP4 the same crf) after its first N frames, e.g. those of a saved run state:
+    N must be where one of its writes ended. Frames written after that (a chunk written after
+    the state was saved, or the torn part of a write that was killed) are dropped, and the
+    writer goes on as the one that wrote the N frames would have, so the result is the same as
+    a run that never stopped (see the module docstring). The file's own metadata is kept: the
+    `metadata` given is not used (the header that holds it is not rewritten, and PNG frames
+    written after the resume repeat the stored one); read it with `writer.metadata`. If the
+    file is missing, holds fewer than N frames, has no write ending at frame N, or was not
+    written by this module with these settings, `VideoIOError` says so before anything in the
+    file is changed. Frame size is checked by the first `write`.
     """
     kind = format_of(path, format)
     path = Path(path)
     checked = _check_metadata(metadata)
+    given, resume_frames = resume_frames, -1
+    if not isinstance(given, bool):
+        with contextlib.suppress(TypeError):
+            resume_frames = operator.index(given)
+    if resume_frames < 0:
+        raise VideoIOError(
+            f"resume_frames must be a whole number of frames >= 0 (0: a new video), got {given!r}"
+        )
     if kind != "png":
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise _unwritable(path.parent, err) from None
+        if not resume_frames:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise _unwritable(path.parent, err) from None
         if path.is_dir():
             raise VideoIOError(
                 f"cannot write video to {path}: it is a folder; give a file name such as "
                 f"{path / ('video.' + kind)}"
             )
-    return _WRITERS[kind](path, fps=fps, crf=crf, metadata=checked)
+    return _WRITERS[kind](path, fps=fps, crf=crf, metadata=checked, resume_frames=resume_frames)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -688,6 +1212,40 @@ def _png_layout(path: Path) -> tuple[Path, str]:
     return path, "frame"
 
 
+def _png_head(path: Path) -> tuple[tuple[int, int], dict[str, str], int | None]:
+    """((H, W), text chunks, write marker count or None) of a PNG file, read up to its image
+    data."""
+    tags, count = {}, None
+    with open(path, "rb") as fh:
+        if fh.read(8) != b"\x89PNG\r\n\x1a\n":
+            raise ValueError(f"{path.name} is not a PNG file")
+        size = None
+        while True:
+            length, kind = struct.unpack(">I4s", fh.read(8))
+            if kind in (b"IDAT", b"IEND"):
+                break
+            body = fh.read(length)
+            fh.seek(4, os.SEEK_CUR)  # CRC
+            if kind == b"IHDR":
+                width, height = struct.unpack_from(">II", body)
+                size = (height, width)
+            elif kind == _PNG_WRITE_CHUNK:
+                count = struct.unpack(">I", body)[0]
+            elif kind == b"tEXt":
+                key, _, text = body.partition(b"\0")
+                tags[key.decode("latin-1")] = text.decode("latin-1")
+            elif kind == b"iTXt":
+                key, _, rest = body.partition(b"\0")
+                compressed, rest = rest[0], rest[2:]
+                text = rest.split(b"\0", 2)[2]
+                tags[key.decode("latin-1")] = (
+                    zlib.decompress(text) if compressed else text
+                ).decode()
+    if size is None:
+        raise ValueError(f"{path.name} has no IHDR chunk")
+    return size, tags, count
+
+
 def _png_frames(folder: Path, stem: str) -> list[Path]:
     """The frame files of (folder, stem), in frame order."""
     pattern = re.compile(re.escape(stem) + rf"_(\d{{{PNG_DIGITS},}})\.png")
@@ -701,18 +1259,57 @@ def _png_frames(folder: Path, stem: str) -> list[Path]:
 # MP4 boxes
 
 
-def _mp4_boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[str, bytes]]:
-    """(type, whole box) of the boxes in data[start:end]."""
+def _mp4_box_spans(
+    data: Any, start: int = 0, end: int | None = None
+) -> Iterator[tuple[str, int, int]]:
+    """(type, offset, size) of the complete boxes in data[start:end], up to the first one that
+    is cut off."""
     end = len(data) if end is None else end
     pos = start
     while pos + 8 <= end:
         size, kind = struct.unpack_from(">I4s", data, pos)
         if size == 1:
+            if pos + 16 > end:
+                return
             size = struct.unpack_from(">Q", data, pos + 8)[0]
         elif size == 0:
             size = end - pos
-        yield kind.decode("latin-1"), data[pos : pos + size]
+        if size < 8 or pos + size > end:
+            return
+        yield kind.decode("latin-1"), pos, size
         pos += size
+
+
+def _mp4_boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[str, bytes]]:
+    """(type, whole box) of the boxes in data[start:end]."""
+    for kind, pos, size in _mp4_box_spans(data, start, end):
+        yield kind, data[pos : pos + size]
+
+
+def _mp4_find(box: bytes, *path: str) -> bytes | None:
+    """The first box at `path` (types) inside the container box `box`."""
+    for kind, child in _mp4_boxes(box, 8):
+        if kind == path[0]:
+            return child if len(path) == 1 else _mp4_find(child, *path[1:])
+    return None
+
+
+def _mp4_sample_count(moof: bytes) -> int:
+    """The number of samples (frames) in the fragment `moof`."""
+    return sum(
+        struct.unpack_from(">I", box, 12)[0]
+        for kind, _, box in _mp4_traf_boxes(moof)
+        if kind == "trun"
+    )
+
+
+def _mp4_header_tags(av: Any, header: bytes) -> dict[str, str]:
+    """The container tags of an MP4 header (ftyp + moov, no fragments yet)."""
+    try:
+        with av.open(io.BytesIO(header), format="mp4") as container:
+            return dict(container.metadata)
+    except av.error.FFmpegError:
+        return {}
 
 
 def _mp4_traf_boxes(moof: bytes) -> Iterator[tuple[str, int, bytes]]:
@@ -768,8 +1365,11 @@ def _mp4_fragment_duration(moof: bytes) -> int:
 # ----------------------------------------------------------------------------------------------
 # WebM (EBML)
 
+_EBML_HEAD = 0x1A45DFA3
 _EBML_SEGMENT = 0x18538067
 _EBML_CLUSTER = 0x1F43B675
+_EBML_VOID = 0xEC
+_EBML_BLOCKS = (0xA3, 0xA0)  # SimpleBlock, BlockGroup: one frame each
 
 
 def _ebml_vint(data: bytes, pos: int, *, keep_marker: bool) -> tuple[int, int]:
@@ -784,6 +1384,55 @@ def _ebml_vint(data: bytes, pos: int, *, keep_marker: bool) -> tuple[int, int]:
         if value == (1 << (7 * length)) - 1:
             value = -1
     return value, length
+
+
+def _ebml_elements(data: Any, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+    """(id, offset, body offset, end offset) of the elements in data[start:end]; the end offset
+    of the last one may lie beyond `end` if it is cut off (an unknown size ends at `end`)."""
+    pos = start
+    while pos < end:
+        if data[pos] == 0 or pos + 1 >= end:
+            return
+        element, id_len = _ebml_vint(data, pos, keep_marker=True)
+        if pos + id_len >= end or data[pos + id_len] == 0:
+            return
+        size, size_len = _ebml_vint(data, pos + id_len, keep_marker=False)
+        body = pos + id_len + size_len
+        if body > end:
+            return
+        element_end = end if size == -1 else body + size
+        yield element, pos, body, element_end
+        pos = element_end
+
+
+def _ebml_find(data: Any, start: int, end: int, *path: int) -> tuple[int, int] | None:
+    """(body offset, end offset) of the first element at `path` (ids) in data[start:end]."""
+    for element, _, body, element_end in _ebml_elements(data, start, end):
+        if element == path[0]:
+            if len(path) == 1:
+                return body, element_end
+            return _ebml_find(data, body, element_end, *path[1:])
+    return None
+
+
+def _ebml_uint(data: Any, span: tuple[int, int] | None) -> int:
+    return int.from_bytes(data[span[0] : span[1]], "big") if span else 0
+
+
+def _webm_tags(data: Any, start: int) -> dict[str, str]:
+    """The SimpleTags (name: string) of the segment's Tags element, given the segment body."""
+    tags = {}
+    found = _ebml_find(data, start, len(data), 0x1254C367)  # Tags
+    for tag, _, body, end in _ebml_elements(data, *found) if found else ():
+        for simple, _, simple_body, simple_end in _ebml_elements(data, body, end):
+            if tag != 0x7373 or simple != 0x67C8:  # Tag, SimpleTag
+                continue
+            name = _ebml_find(data, simple_body, simple_end, 0x45A3)
+            value = _ebml_find(data, simple_body, simple_end, 0x4487)
+            if name and value:
+                key = bytes(data[name[0] : name[1]]).decode("utf-8", "replace")
+                tags[key] = bytes(data[value[0] : value[1]]).decode("utf-8", "replace")
+    return tags
 
 
 def _webm_split(data: bytes, path: Path) -> tuple[bytes, bytes]:
@@ -827,6 +1476,30 @@ def _riff_chunk(tag: bytes, body: bytes) -> bytes:
     return tag + struct.pack("<I", len(body)) + body + (b"\0" if len(body) % 2 else b"")
 
 
+def _riff_chunk_spans(data: Any, start: int, end: int) -> Iterator[tuple[bytes, int, int, int]]:
+    """(fourcc, body offset, body size, end offset with padding) of the complete RIFF chunks in
+    data[start:end]."""
+    pos = start
+    while pos + 8 <= end:
+        tag, size = bytes(data[pos : pos + 4]), struct.unpack_from("<I", data, pos + 4)[0]
+        chunk_end = pos + 8 + size + (size & 1)
+        if chunk_end > end:
+            return
+        yield tag, pos + 8, size, chunk_end
+        pos = chunk_end
+
+
+def _webp_header(width: int, height: int, metadata: dict[str, str]) -> bytes:
+    """RIFF header (size 0, set by each write's commit), VP8X, ANIM and XMP chunks."""
+    vp8x = struct.pack("<B3x", 0x02 | 0x04) + _u24(width - 1) + _u24(height - 1)
+    return (
+        b"RIFF\0\0\0\0WEBP"
+        + _riff_chunk(b"VP8X", vp8x)
+        + _riff_chunk(b"ANIM", struct.pack("<IH", 0xFFFFFFFF, 0))  # white, loop
+        + _riff_chunk(b"XMP ", _xmp_packet(metadata))
+    )
+
+
 def _riff_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
     """(fourcc, body) of the RIFF chunks in `data` (a RIFF body without its 12-byte header)."""
     pos = 0
@@ -852,6 +1525,18 @@ def _xmp_packet(metadata: dict[str, str]) -> bytes:
 def _metadata_from_xmp(xmp: bytes) -> dict[str, str]:
     node = ElementTree.fromstring(xmp).find(f".//{{{_XMP_NS}}}metadata")
     return json.loads(node.text or "{}") if node is not None else {}
+
+
+def _gif_header(width: int, height: int, metadata: dict[str, str]) -> bytes:
+    """Header, screen descriptor (no global colour table), loop forever, metadata comment."""
+    comment = json.dumps(metadata, ensure_ascii=True, sort_keys=True).encode()
+    return (
+        b"GIF89a"
+        + struct.pack("<HHBBB", width, height, 0, 0, 0)
+        + b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"
+        + b"\x21\xfe"
+        + _gif_sub_blocks(comment)
+    )
 
 
 def _gif_sub_blocks(data: bytes) -> bytes:
