@@ -10,6 +10,8 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
+from ..checkpoints import strip_prefixes
+
 # Wrappers that training code inserts anywhere in a name (FSDP, activation checkpointing,
 # torch.compile); removed wherever they occur.
 WRAPPER_PARTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
@@ -139,13 +141,7 @@ def strip_name(name: str) -> str:
     """Remove training wrappers and leading container prefixes from one key name."""
     for part in WRAPPER_PARTS:
         name = name.replace(part, "")
-    changed = True
-    while changed:
-        changed = False
-        for prefix in PREFIXES:
-            if name.startswith(prefix):
-                name, changed = name[len(prefix) :], True
-    return name
+    return strip_prefixes(name, PREFIXES)
 
 
 def is_diffusers(names: Iterable[str]) -> bool:

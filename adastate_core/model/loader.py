@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..checkpoints import shape_problems
 from ..errors import CheckpointError
 from . import formats
 from .config import WanConfig
@@ -375,21 +376,7 @@ def _check_against_meta(
     with torch.device("meta"):
         model = CausalWanDiT(config)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(shapes))
-    extra = sorted(set(shapes) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(shapes) if expected[k] != shapes[k])
-    orphan_scales = sorted(set(scales) - set(expected))
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing tensor(s): {', '.join(missing[:6])}")
-    if extra or orphan_scales:
-        extra_all = extra + orphan_scales
-        problems.append(f"{len(extra_all)} unexpected tensor(s): {', '.join(extra_all[:6])}")
-    if wrong:
-        problems.append(
-            "shape mismatch: "
-            + ", ".join(f"{k} {list(shapes[k])} != {list(expected[k])}" for k in wrong[:4])
-        )
+    problems = shape_problems(expected, {**shapes, **{k: () for k in set(scales) - set(expected)}})
     if problems:
         raise CheckpointError(
             f"{what} does not match the Wan2.1 T2V architecture it looks like "

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from ..checkpoints import shape_problems
 from ..errors import AdaStateError, CheckpointError
 from ..model import formats as dit_formats
 from ..model.loader import FP8_DTYPES, RawSource, as_dtype, default_compute_dtype, open_raw
@@ -342,17 +343,8 @@ def _build_model(ckpt: TextCheckpoint, device: torch.device, dtype: torch.dtype)
     tied = "encoder.embed_tokens.weight"
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if k != tied}
     shapes = {k: tuple(ckpt.raw.shapes[r]) for k, r in ckpt.names.items()}
-    missing = sorted(set(expected) - set(shapes))
-    wrong = sorted(k for k in set(expected) & set(shapes) if expected[k] != shapes[k])
-    if missing or wrong:
-        problems = []
-        if missing:
-            problems.append(f"{len(missing)} missing tensor(s): {', '.join(missing[:4])}")
-        if wrong:
-            problems.append(
-                "shape mismatch: "
-                + ", ".join(f"{k} {list(shapes[k])} != {list(expected[k])}" for k in wrong[:3])
-            )
+    problems = shape_problems(expected, shapes, check_extra=False, show=4)
+    if problems:
         raise CheckpointError(
             f"{ckpt.path} does not match the umT5 encoder its shapes describe: "
             + "; ".join(problems)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
+from ..checkpoints import strip_prefixes
+
 WAN21_VAE_FILE = "the Wan2.1 VAE wan_2.1_vae.safetensors (or Wan2.1_VAE.pth)"
 
 # Leading prefixes removed (repeatedly) from every name: checkpoints that bundle a VAE.
@@ -48,13 +50,7 @@ DIFFUSERS_RESIDUAL = {
 
 
 def strip_name(name: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for prefix in PREFIXES:
-            if name.startswith(prefix):
-                name, changed = name[len(prefix) :], True
-    return name
+    return strip_prefixes(name, PREFIXES)
 
 
 def diffusers_to_official(name: str, num_res_blocks: int = 2) -> str | None:

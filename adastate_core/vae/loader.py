@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..checkpoints import shape_problems
 from ..errors import CheckpointError
 from ..model.loader import PathLike, RawSource, as_dtype, default_compute_dtype, open_raw
 from . import formats
@@ -132,19 +133,7 @@ def _check_against_meta(
     """Compare the file's decoder tensors with a decoder of the inferred size on meta."""
     model = WanVAEDecoder(dim, z_dim, device="meta")
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(shapes))
-    extra = sorted(set(shapes) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(shapes) if expected[k] != shapes[k])
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing tensor(s): {', '.join(missing[:6])}")
-    if extra:
-        problems.append(f"{len(extra)} unexpected tensor(s): {', '.join(extra[:6])}")
-    if wrong:
-        problems.append(
-            "shape mismatch: "
-            + ", ".join(f"{k} {list(shapes[k])} != {list(expected[k])}" for k in wrong[:4])
-        )
+    problems = shape_problems(expected, shapes)
     if problems:
         raise CheckpointError(
             f"{what} does not match the Wan2.1 VAE decoder it looks like (base dim {dim}): "
