@@ -116,17 +116,20 @@ def generate(
     state_meta: dict[str, str] | None = None,
     on_chunk: Callable[[ChunkReport], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_step: Callable[[int, int, int], None] | None = None,
 ) -> RunResult:
     """Run `stream` to `total_chunks` chunks (from chunk 0; None = until `should_stop`),
     decoding each chunk with `vae` (its causal cache carried across chunks) and writing the
     frames. `should_stop` is polled between chunks: a stop finishes the chunk in flight, so
     the file and the saved state always agree. Exceptions propagate after the state of the
-    last finished chunk has been saved; closing the writer is the caller's job."""
+    last finished chunk has been saved; closing the writer is the caller's job.
+    `on_step(chunk_index, step, steps)` runs after every denoising step (progress; an
+    exception it raises, e.g. ComfyUI's Cancel, stops the run between steps)."""
     start = time.perf_counter()
     result = RunResult(stream.chunk_index, frames_written, 0.0, False, stream, vae_cache)
     if total_chunks is not None and stream.chunk_index >= total_chunks:
         return result
-    for step in stream_chunks(model, stream, chunks=total_chunks, prompts=prompts):
+    for step in stream_chunks(model, stream, chunks=total_chunks, prompts=prompts, on_step=on_step):
         video, vae_cache = vae.decode_chunk(step.chunk.content, vae_cache)
         frames = to_frames(video)
         writer.write(frames)

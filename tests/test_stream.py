@@ -438,3 +438,23 @@ def test_batched_stream_runs_rows_apart(model):
     assert chunks[-1].content.shape == (2, 16, 3, 8, 12) and chunks[-1].state.shape[0] == 2
     assert not torch.equal(chunks[-1].content[0], chunks[-1].content[1])
     assert states[-1].window.k.shape[1] == 2
+
+
+def test_on_step_reports_and_can_cancel(model):
+    cfg = StreamConfig(**SIZE, seed=1)
+    stream = init_stream(model, cond(), cfg)
+    seen = []
+    list(stream_chunks(model, stream, chunks=2, on_step=lambda k, i, n: seen.append((k, i, n))))
+    assert seen == [(k, i, 4) for k in range(2) for i in range(1, 5)]
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(i, n):
+        if i == 2:
+            raise Cancelled
+
+    before = _checksums(stream)
+    with pytest.raises(Cancelled):
+        denoise_chunk(model, stream, on_step=cancel)
+    assert _checksums(stream) == before

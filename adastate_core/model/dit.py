@@ -174,6 +174,7 @@ class SelfAttention(nn.Module):
         rope: RopeTable,
         attend: AttentionFn,
         frame_mask: Tensor | None = None,
+        probe=None,
     ) -> Tensor:
         """x: [B, F*N, dim] live tokens (compute dtype); k_live/v_live from `live_kv`; cached:
         per segment (k, v) [B, F_s, N, dim]; rope covers cached frames then live frames."""
@@ -187,6 +188,8 @@ class SelfAttention(nn.Module):
         v_all = _cat_frames([v for _, v in cached] + [v_live.reshape(b, f_live, n_tok, d)])
         k_all = rope.apply(k_all.unflatten(-1, (h, d // h)), x.dtype)
         q, k_all, v_all = q.flatten(1, 2), k_all.flatten(1, 2), v_all.flatten(1, 2)
+        if probe is not None:  # analysis hook: roped queries/keys [B, L, H, d] of this layer
+            probe(q, k_all)
         if frame_mask is None:
             out = attend(q, k_all, v_all.unflatten(-1, (h, -1)))
         else:
@@ -342,6 +345,7 @@ class CausalWanDiT(nn.Module):
         cache: Sequence[KVSegment] = (),
         return_kv: bool = False,
         attn_mask: Tensor | None = None,
+        probe=None,
     ) -> Tensor | tuple[Tensor, KVSegment]:
         """Predict the flow velocity (noise - x0) of the live frames.
 
@@ -355,10 +359,21 @@ class CausalWanDiT(nn.Module):
         attn_mask: optional frame-level boolean mask [F, F_keys] (True = may attend), keys
             ordered as the cache segments then the live frames; e.g. a block-causal mask for
             a whole sequence in one call. Masked calls use SDPA.
+        probe: optional callable(layer, q, k) receiving every layer's roped self-attention
+            queries [B, L, H, d] and keys [B, L_keys, H, d] (keys ordered as `attn_mask`), for
+            attention analysis; it must not modify them.
         Returns velocity [B, 16, F, H, W] (precise dtype), and the segment if asked.
         """
         out, kv = self._run(
-            x, t, context, positions, cache, want_output=True, want_kv=return_kv, mask=attn_mask
+            x,
+            t,
+            context,
+            positions,
+            cache,
+            want_output=True,
+            want_kv=return_kv,
+            mask=attn_mask,
+            probe=probe,
         )
         return (out, kv) if return_kv else out
 
@@ -375,7 +390,7 @@ class CausalWanDiT(nn.Module):
         block's attention and FFN, whose results nobody reads, are skipped."""
         return self._run(x, t, context, positions, cache, want_output=False, want_kv=True)[1]
 
-    def _run(self, x, t, context, positions, cache, *, want_output, want_kv, mask=None):
+    def _run(self, x, t, context, positions, cache, *, want_output, want_kv, mask=None, probe=None):
         cfg = self.config
         cdt, pdt = self.compute_dtype, self.precise_dtype
         b, grid = self._check_input(x)
@@ -428,7 +443,8 @@ class CausalWanDiT(nn.Module):
             if i == last and not want_output:
                 break
             cached = [(seg.k[i].to(cdt), seg.v[i].to(cdt)) for seg in cache]
-            y = blk.self_attn(y, k_live, v_live, cached, rope, self._attend, mask)
+            layer_probe = None if probe is None else (lambda q, k, i=i: probe(i, q, k))
+            y = blk.self_attn(y, k_live, v_live, cached, rope, self._attend, mask, layer_probe)
             tokens = blk.gated(tokens, y, mod[2])
             y = blk.cross_attn(blk.norm3(tokens).to(cdt), cross_k[i], cross_v[i], self._attend)
             tokens = tokens + y.to(pdt)

@@ -11,6 +11,7 @@ A chunk is two operations, which are also the two ComfyUI nodes:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -193,11 +194,16 @@ def _check_model(model: CausalWanDiT, stream: StreamState) -> None:
 
 
 def denoise_chunk(
-    model: CausalWanDiT, stream: StreamState, noise: ChunkNoise | None = None
+    model: CausalWanDiT,
+    stream: StreamState,
+    noise: ChunkNoise | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> Chunk:
     """Denoise chunk `stream.chunk_index` (paper Eq. 2): live state and live content start
     from independent noise and are denoised jointly in the window; for each sigma
-    x0 = x_t - sigma v, then re-noise to the next sigma with fresh noise."""
+    x0 = x_t - sigma v, then re-noise to the next sigma with fresh noise.
+    `on_step(step, steps)` is called after each step (progress, cancellation: an exception it
+    raises propagates and leaves `stream` untouched)."""
     _check_model(model, stream)
     cfg = stream.config
     layout = window_layout(stream)
@@ -214,6 +220,8 @@ def denoise_chunk(
             tt = torch.full((stream.batch, n_live), t, dtype=torch.float32, device=device)
             v = model(x, tt, stream.prompt, positions=layout.live_positions, cache=layout.segments)
             x0 = x0_from_velocity(x, v, sigma)
+            if on_step is not None:
+                on_step(i + 1, len(sigmas))
             if i + 1 < len(sigmas):
                 x = renoise(x0, noise.renoise[i].to(device), sigmas[i + 1])
     return Chunk(

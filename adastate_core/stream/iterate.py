@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -65,10 +65,12 @@ def stream_chunks(
     chunks: int | None = None,
     seconds: float | None = None,
     prompts: PromptSchedule | None = None,
+    on_step: Callable[[int, int, int], None] | None = None,
 ) -> Iterator[StreamStep]:
     """Generate chunks until the stream has `chunks` chunks in total (counted from chunk 0, so
     a resumed stream finishes the same video) or lasts `seconds`; unbounded if neither is
-    given. Only the current state is held: memory stays flat for any length."""
+    given. Only the current state is held: memory stays flat for any length.
+    `on_step(chunk_index, step, steps)` is called after every denoising step."""
     cfg = stream.config
     if chunks is not None and seconds is not None:
         raise StreamError("give chunks or seconds, not both")
@@ -84,6 +86,9 @@ def stream_chunks(
                 want, stream.conditioning
             ):
                 stream = set_prompt(model, stream, want, recache=prompts.recache)
-        chunk = denoise_chunk(model, stream)
+        k = stream.chunk_index
+        chunk = denoise_chunk(
+            model, stream, on_step=None if on_step is None else (lambda i, n, k=k: on_step(k, i, n))
+        )
         stream = update_state(model, stream, chunk)
         yield StreamStep(chunk, stream)
