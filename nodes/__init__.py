@@ -1,5 +1,34 @@
-"""ComfyUI node classes: thin adapters over adastate_core (the node pack arrives with the
-streaming engine; this registry is what ComfyUI reads)."""
+"""ComfyUI node classes: thin adapters over adastate_core (docs/nodes.md). This registry is
+what ComfyUI reads; only `bridge` touches ComfyUI itself."""
 
-NODE_CLASS_MAPPINGS: dict[str, type] = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+if importlib.util.find_spec("adastate_core") is None:  # the pack folder, not pip-installed
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from .analysis_nodes import AttentionProbe  # noqa: E402
+from .decode_nodes import Decode, DecodeState  # noqa: E402
+from .generate_node import Generate  # noqa: E402
+from .loader_nodes import LoadModel  # noqa: E402
+from .stream_nodes import DenoiseChunk, InitCache, PromptScheduleNode, UpdateState  # noqa: E402
+from .video_nodes import VideoCombine  # noqa: E402
+
+_NODES = (
+    ("AdaState_LoadModel", LoadModel, "Load AdaState Model"),
+    ("AdaState_InitCache", InitCache, "Init Cache"),
+    ("AdaState_DenoiseChunk", DenoiseChunk, "Denoise Chunk"),
+    ("AdaState_UpdateState", UpdateState, "Update State"),
+    ("AdaState_Decode", Decode, "Decode"),
+    ("AdaState_VideoCombine", VideoCombine, "Video Combine (AdaState)"),
+    ("AdaState_Generate", Generate, "Generate Stream (AdaState)"),
+    ("AdaState_PromptSchedule", PromptScheduleNode, "Prompt Schedule"),
+    ("AdaState_DecodeState", DecodeState, "Decode State"),
+    ("AdaState_AttentionProbe", AttentionProbe, "Attention Probe"),
+)
+
+NODE_CLASS_MAPPINGS: dict[str, type] = {node_id: cls for node_id, cls, _ in _NODES}
+NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {node_id: name for node_id, _, name in _NODES}

@@ -1,0 +1,185 @@
+"""The comfy bridge: the ONLY module that touches ComfyUI (comfy.*, folder_paths, server,
+comfy_api). Every import is inside a function, so the pack imports without ComfyUI, and the
+tests swap in a small fake (tests/fake_comfy) with the same signatures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+MODEL_SUFFIXES = (".safetensors", ".pt", ".pth")
+PREVIEW_SIZE = 512  # max side of the JPEG previews sent with the progress bar
+
+
+# -- devices and memory --------------------------------------------------------------------------
+
+
+def torch_device() -> torch.device:
+    import comfy.model_management as mm
+
+    return torch.device(mm.get_torch_device())
+
+
+def offload_device() -> torch.device:
+    """Where large returned state lives between nodes (CPU unless ComfyUI keeps all on GPU)."""
+    import comfy.model_management as mm
+
+    return torch.device(mm.unet_offload_device())
+
+
+def soft_empty_cache() -> None:
+    import comfy.model_management as mm
+
+    mm.soft_empty_cache()
+
+
+class ManagedDiT(torch.nn.Module):
+    """What the ModelPatcher manages: a container around our DiT. ModelPatcher writes
+    `model.device` and bookkeeping attributes on the module it manages; CausalWanDiT's
+    `device` is a read-only property, so it must not be that module."""
+
+    def __init__(self, dit: torch.nn.Module):
+        super().__init__()
+        self.dit = dit
+        self.device = dit.device
+
+
+def make_patcher(dit: torch.nn.Module) -> Any:
+    """Wrap our DiT in a ModelPatcher so ComfyUI's memory manager loads/offloads it."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+
+    size = sum(p.numel() * p.element_size() for p in dit.parameters())
+    size += sum(b.numel() * b.element_size() for b in dit.buffers())
+    return comfy.model_patcher.ModelPatcher(
+        ManagedDiT(dit),
+        load_device=mm.get_torch_device(),
+        offload_device=mm.unet_offload_device(),
+        size=size,
+    )
+
+
+def load_model(model: Any, memory_required: int = 0) -> None:
+    """Load an AdaStateModel's patcher onto the compute device, keeping `memory_required`
+    bytes free beside it (K/V cache, activations, VAE cache: tensors ComfyUI does not own)."""
+    import comfy.model_management as mm
+
+    mm.load_models_gpu([model.patcher], memory_required=int(memory_required))
+
+
+def check_interrupted() -> None:
+    """Raise ComfyUI's interrupt exception if the user pressed Cancel."""
+    import comfy.model_management as mm
+
+    mm.throw_exception_if_processing_interrupted()
+
+
+# -- files ---------------------------------------------------------------------------------------
+
+
+def diffusion_model_names() -> list[str]:
+    import folder_paths
+
+    names = folder_paths.get_filename_list("diffusion_models")
+    return sorted(n for n in names if n.lower().endswith(MODEL_SUFFIXES))
+
+
+def full_path(folder: str, name: str) -> str:
+    import folder_paths
+
+    return folder_paths.get_full_path_or_raise(folder, name)
+
+
+def output_directory() -> str:
+    import folder_paths
+
+    return folder_paths.get_output_directory()
+
+
+def temp_directory() -> str:
+    import folder_paths
+
+    return folder_paths.get_temp_directory()
+
+
+def save_path(prefix: str, folder: str, width: int, height: int) -> tuple[str, str, int, str]:
+    """-> (full_folder, filename, counter, subfolder) for a new file; ComfyUI refuses
+    prefixes that would leave `folder` (`..`)."""
+    import folder_paths
+
+    try:
+        full_folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
+            prefix, folder, width, height
+        )
+    except Exception as err:  # ComfyUI raises a bare Exception for "../" prefixes
+        raise ValueError(
+            f"filename_prefix {prefix!r} cannot be used: {err}. Use a name or a sub-folder "
+            "inside the output folder, without '..'"
+        ) from None
+    return full_folder, filename, counter, subfolder
+
+
+def next_file(prefix: str, folder: str, width: int, height: int, ext: str) -> tuple[Path, str]:
+    """A new file name `<prefix>_00001.<ext>` under `folder` -> (path, subfolder)."""
+    full_folder, filename, counter, subfolder = save_path(prefix, folder, width, height)
+    os.makedirs(full_folder, exist_ok=True)
+    return Path(full_folder) / f"{filename}_{counter:05}.{ext}", subfolder
+
+
+# -- progress, events, outputs -------------------------------------------------------------------
+
+
+def progress(total: int) -> Any:
+    import comfy.utils
+
+    return comfy.utils.ProgressBar(total)
+
+
+def jpeg_preview(image: Any) -> tuple[str, Any, int]:
+    """The `preview` argument of ProgressBar.update_absolute for a PIL image."""
+    return ("JPEG", image, PREVIEW_SIZE)
+
+
+def send_event(name: str, data: dict) -> None:
+    """Send a custom message to the frontend; nothing happens without a running server."""
+    try:
+        import server
+
+        instance = server.PromptServer.instance
+    except (ImportError, AttributeError):
+        return
+    if instance is not None:
+        instance.send_sync(name, data)
+
+
+def video_output(path: str | os.PathLike) -> Any:
+    """A comfy_api VIDEO for `path` on hosts that have it, else None."""
+    try:
+        from comfy_api.input_impl import VideoFromFile
+    except ImportError:
+        return None
+    return VideoFromFile(str(path))
+
+
+def vae_state_dict(vae: Any) -> dict[str, torch.Tensor]:
+    """The weights of a native ComfyUI VAE (`comfy.sd.VAE`)."""
+    model = getattr(vae, "first_stage_model", None)
+    if model is None:
+        raise ValueError(
+            f"expected a VAE from ComfyUI's VAELoader (wan_2.1_vae.safetensors), got "
+            f"{type(vae).__name__}"
+        )
+    return model.state_dict()
+
+
+def encode_text(clip: Any, text: str) -> list:
+    """CONDITIONING of `text` from a native CLIP object (CLIPTextEncode's calls)."""
+    tokens = clip.tokenize(text)
+    if hasattr(clip, "encode_from_tokens_scheduled"):
+        return clip.encode_from_tokens_scheduled(tokens)
+    out = clip.encode_from_tokens(tokens, return_pooled=True, return_dict=True)
+    cond = out.pop("cond")
+    return [[cond, out]]

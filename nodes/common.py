@@ -1,0 +1,268 @@
+"""Shared pieces of the node classes: input declarations used by several nodes, ComfyUI value
+conversions and the model / decoder plumbing. No algorithm lives here."""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from adastate_core.errors import AdaStateError, CheckpointError
+from adastate_core.model import CausalWanDiT
+from adastate_core.stream import POLICIES, PromptSchedule, StreamConfig, StreamError
+from adastate_core.vae import LATENT_MEAN, LATENT_STD, WanVAEDecoder, load_vae
+
+from . import bridge
+from .values import AdaStateModel, PromptList
+
+CATEGORY = "AdaState"
+VIDEO_FORMATS = ["mp4", "webm", "webp", "gif"]
+MAX_SIZE = 16384
+MAX_SEED = 0xFFFFFFFFFFFFFFFF
+
+
+class NodeInputError(AdaStateError, ValueError):
+    """A node input that cannot be used (the message says what to connect instead)."""
+
+
+# -- input declarations --------------------------------------------------------------------------
+
+MODEL_INPUT = ("ADASTATE_MODEL", {"tooltip": "The causal DiT from Load AdaState Model."})
+STREAM_INPUT = (
+    "ADASTATE_STREAM",
+    {"tooltip": "The stream state (K/V cache, anchor slot, prompt) before the next chunk."},
+)
+CHUNK_INPUT = ("ADASTATE_CHUNK", {"tooltip": "A denoised chunk from Denoise Chunk."})
+VAE_INPUT = (
+    "VAE",
+    {"tooltip": "The Wan2.1 VAE (wan_2.1_vae.safetensors from Load VAE); not the Wan2.2 one."},
+)
+POSITIVE_INPUT = (
+    "CONDITIONING",
+    {"tooltip": "The prompt: CLIPTextEncode with a CLIPLoader of type 'wan' (umT5-XXL)."},
+)
+
+
+def size_inputs() -> dict[str, tuple]:
+    return {
+        "width": (
+            "INT",
+            {"default": 832, "min": 16, "max": MAX_SIZE, "step": 16, "tooltip": "Video width in pixels (multiple of 16)."},
+        ),
+        "height": (
+            "INT",
+            {"default": 480, "min": 16, "max": MAX_SIZE, "step": 16, "tooltip": "Video height in pixels (multiple of 16)."},
+        ),
+    }  # fmt: skip
+
+
+def stream_inputs() -> dict[str, tuple]:
+    """The stream settings shared by Init Cache and Generate Stream, in widget order."""
+    return {
+        "anchor_policy": (
+            list(POLICIES),
+            {"default": "adaptive", "tooltip": "What occupies the anchor slot at cache position 0: adaptive (AdaState's denoised state), static (first-frame sink), ema (Reward Forcing), none (rolling window), adaptive+sink."},
+        ),
+        "chunk_frames": (
+            "INT",
+            {"default": 3, "min": 1, "max": 64, "tooltip": "Latent frames generated per chunk (C); 4 video frames each."},
+        ),
+        "state_frames": (
+            "INT",
+            {"default": 1, "min": 1, "max": 64, "tooltip": "Latent frames of the adaptive state (S); adaptive policies only."},
+        ),
+        "window_frames": (
+            "INT",
+            {"default": 3, "min": 0, "max": 256, "tooltip": "Cached content frames the chunk attends to (W); older frames are evicted."},
+        ),
+        "anchor_frames": (
+            "INT",
+            {"default": 1, "min": 1, "max": 64, "tooltip": "Frames of a static / EMA sink (A); static, ema and adaptive+sink only."},
+        ),
+        "steps": (
+            "STRING",
+            {"default": "1000,750,500,250", "tooltip": "Denoising timesteps, comma-separated, highest first (the few-step schedule of the checkpoint)."},
+        ),
+        "shift": (
+            "FLOAT",
+            {"default": 5.0, "min": 0.01, "max": 100.0, "step": 0.1, "tooltip": "Timestep shift of the sigma schedule (5.0 for Wan2.1 1.3B)."},
+        ),
+        "seed": (
+            "INT",
+            {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True, "tooltip": "Random seed; the same seed gives the same video in every node graph and the CLI."},
+        ),
+    }  # fmt: skip
+
+
+# -- conversions ---------------------------------------------------------------------------------
+
+
+def parse_steps(text: str) -> tuple[float, ...]:
+    try:
+        steps = tuple(float(s) for s in str(text).replace(" ", "").split(",") if s)
+    except ValueError:
+        steps = ()
+    if not steps:
+        raise NodeInputError(
+            f"steps must be comma-separated timesteps, highest first, e.g. 1000,750,500,250; "
+            f"got {text!r}"
+        )
+    return steps
+
+
+def stream_config(
+    width: int,
+    height: int,
+    anchor_policy: str,
+    chunk_frames: int,
+    state_frames: int,
+    window_frames: int,
+    anchor_frames: int,
+    steps: str,
+    shift: float,
+    seed: int,
+) -> StreamConfig:
+    return StreamConfig(
+        height=height,
+        width=width,
+        policy=anchor_policy,
+        chunk=chunk_frames,
+        state=state_frames,
+        window=window_frames,
+        anchor_frames=anchor_frames,
+        steps=parse_steps(steps),
+        shift=shift,
+        seed=seed,
+    )
+
+
+def conditioning_tensor(conditioning: Any, name: str = "positive") -> Tensor:
+    """The text rows [1, L, 4096] of a ComfyUI CONDITIONING (its first entry)."""
+    try:
+        tensor = conditioning[0][0]
+    except (TypeError, IndexError, KeyError):
+        tensor = None
+    if not isinstance(tensor, Tensor):
+        raise NodeInputError(
+            f"{name} must be CONDITIONING from CLIPTextEncode (a list of [tensor, dict]), got "
+            f"{type(conditioning).__name__}"
+        )
+    return tensor
+
+
+def prompt_schedule(
+    config: StreamConfig, positive: Any, prompts: PromptList | None
+) -> PromptSchedule:
+    """The prompt of the whole stream: `prompts` if connected, else `positive` throughout."""
+    if prompts is None:
+        return PromptSchedule.single(conditioning_tensor(positive))
+    timed = [
+        (sec, conditioning_tensor(c, "a prompt of the schedule")) for sec, c in prompts.entries
+    ]
+    return PromptSchedule.from_seconds(config, timed, recache=prompts.recache)
+
+
+def raw_latent(z: Tensor) -> Tensor:
+    """DiT-space latent -> ComfyUI LATENT samples (raw Wan VAE space), a new tensor."""
+    mean = torch.tensor(LATENT_MEAN, device=z.device).view(1, -1, 1, 1, 1)
+    std = torch.tensor(LATENT_STD, device=z.device).view(1, -1, 1, 1, 1)
+    return z.float() * std + mean
+
+
+def preview_indices(frames: int, wanted: int) -> set[int]:
+    """At most `wanted` frame indices, evenly spaced over `frames` (first and last included)."""
+    if wanted <= 0 or frames <= 0:
+        return set()
+    if wanted >= frames:
+        return set(range(frames))
+    return {int(i) for i in np.linspace(0, frames - 1, wanted).round()}
+
+
+def pil_image(frame: Tensor):
+    """IMAGE frame [H, W, 3] float 0..1 -> PIL image."""
+    from PIL import Image
+
+    array = (frame.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    return Image.fromarray(array)
+
+
+def video_ui(path, subfolder: str, kind: str = "output") -> dict:
+    return {
+        "images": [{"filename": path.name, "subfolder": subfolder, "type": kind}],
+        "animated": (True,),
+    }
+
+
+def file_metadata(prompt: Any, extra_pnginfo: Any, **more: str) -> dict[str, str]:
+    """Metadata strings for the video file: the ComfyUI prompt and workflow, and `more`."""
+    import json
+
+    meta = dict(more)
+    if prompt is not None:
+        meta["prompt"] = json.dumps(prompt)
+    if isinstance(extra_pnginfo, dict):
+        for key, value in extra_pnginfo.items():
+            meta[key] = json.dumps(value)
+    return meta
+
+
+# -- model and decoder ---------------------------------------------------------------------------
+
+
+def memory_estimate(dit: CausalWanDiT, config: StreamConfig, extra: int = 0) -> int:
+    """Bytes to keep free beside the DiT: window K/V (anchor + state + cache + chunk) and the
+    live activations. A deliberate over-estimate; ComfyUI only uses it to offload others."""
+    cfg = dit.config
+    h, w = config.latent_size
+    tokens = (h // cfg.patch_size[1]) * (w // cfg.patch_size[2])
+    frames = config.anchor_frames + 2 * config.state + config.window + config.chunk
+    elem = torch.empty(0, dtype=dit.compute_dtype).element_size()
+    kv = 2 * cfg.num_layers * frames * tokens * cfg.dim * elem
+    live = (config.state + config.chunk) * tokens
+    activations = live * (cfg.ffn_dim + 8 * cfg.dim) * 4 + 4 * live * frames * tokens * 4
+    return int(2 * kv + activations + extra)
+
+
+def use_model(model: AdaStateModel, config: StreamConfig | None = None, extra: int = 0):
+    """Have ComfyUI load the DiT onto the compute device; -> the DiT."""
+    if not isinstance(model, AdaStateModel):
+        raise NodeInputError(
+            f"model must come from Load AdaState Model, got {type(model).__name__}"
+        )
+    need = extra if config is None else memory_estimate(model.dit, config, extra)
+    bridge.load_model(model, memory_required=need)
+    return model.dit
+
+
+_DECODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def streaming_decoder(vae: Any) -> WanVAEDecoder:
+    """Our streaming Wan2.1 decoder built from a native VAE's weights (cached per VAE)."""
+    device = bridge.torch_device()
+    try:
+        decoder = _DECODERS.get(vae)
+    except TypeError:  # not weak-referenceable: build each time
+        decoder = None
+    if decoder is not None and decoder.device == device:
+        return decoder
+    try:
+        decoder = load_vae(bridge.vae_state_dict(vae), device=device)
+    except CheckpointError as err:
+        raise CheckpointError(
+            str(err).replace("the given state dict", "the connected VAE")
+        ) from None
+    try:
+        _DECODERS[vae] = decoder
+    except TypeError:
+        pass
+    return decoder
+
+
+def chunk_count(seconds: float, config: StreamConfig) -> int:
+    if seconds <= 0:
+        raise StreamError(f"seconds must be > 0, got {seconds}")
+    return config.chunks_for_seconds(seconds)

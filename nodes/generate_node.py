@@ -1,0 +1,169 @@
+"""Generate Stream (AdaState): the whole stream in one node, streamed to a video file."""
+
+from __future__ import annotations
+
+import torch
+
+from adastate_core.io import open_writer
+from adastate_core.pipeline import ChunkReport, generate
+from adastate_core.stream import FPS, init_stream
+from adastate_core.vae import estimate_cache_bytes
+
+from . import bridge
+from .common import (
+    CATEGORY,
+    MODEL_INPUT,
+    POSITIVE_INPUT,
+    VAE_INPUT,
+    VIDEO_FORMATS,
+    chunk_count,
+    file_metadata,
+    pil_image,
+    preview_indices,
+    prompt_schedule,
+    size_inputs,
+    stream_config,
+    stream_inputs,
+    streaming_decoder,
+    use_model,
+    video_ui,
+)
+
+EVENT = "adastate.chunk"
+
+
+class Generate:
+    DESCRIPTION = (
+        "Generates a whole stream: denoise, update, decode and write chunk by chunk to a video "
+        "file in the output folder (RAM flat for any length). Shows a preview of each chunk, "
+        "and Cancel keeps a playable file with every finished chunk. Returns a preview of at "
+        "most preview_frames frames."
+    )
+    CATEGORY = f"{CATEGORY}"
+    FUNCTION = "generate"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("IMAGE", "STRING")
+    RETURN_NAMES = ("preview", "filename")
+    OUTPUT_TOOLTIPS = (
+        "At most preview_frames frames of the video, evenly spaced (the full video is the file).",
+        "Full path of the video file.",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        size = size_inputs()
+        stream = stream_inputs()
+        return {
+            "required": {
+                "model": MODEL_INPUT,
+                "positive": POSITIVE_INPUT,
+                "vae": VAE_INPUT,
+                **size,
+                "seconds": (
+                    "FLOAT",
+                    {"default": 5.0, "min": 0.1, "max": 36000.0, "step": 0.5, "tooltip": "Length of the video in seconds at 16 fps (rounded up to whole chunks)."},
+                ),
+                **stream,
+                "format": (
+                    VIDEO_FORMATS,
+                    {"default": "mp4", "tooltip": "File format: mp4 (H.264), webm (VP9), animated webp or gif."},
+                ),
+                "crf": (
+                    "INT",
+                    {"default": 19, "min": 0, "max": 51, "tooltip": "Quality for mp4 / webm: lower is better and larger."},
+                ),
+                "filename_prefix": (
+                    "STRING",
+                    {"default": "AdaState", "tooltip": "File name prefix in the output folder; may include a sub-folder (no '..')."},
+                ),
+                "preview_frames": (
+                    "INT",
+                    {"default": 81, "min": 0, "max": 10000, "tooltip": "Frames returned as IMAGE, evenly spaced over the video (bounded, so long runs fit in RAM)."},
+                ),
+            },
+            "optional": {
+                "prompts": (
+                    "ADASTATE_PROMPTS",
+                    {"tooltip": "Optional timed prompts from Prompt Schedule; they replace `positive`."},
+                ),
+            },
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"},
+        }  # fmt: skip
+
+    def generate(self, model, positive, vae, width, height, seconds, anchor_policy, chunk_frames,
+                 state_frames, window_frames, anchor_frames, steps, shift, seed, format, crf,
+                 filename_prefix, preview_frames, prompts=None, prompt=None, extra_pnginfo=None,
+                 unique_id=None):  # fmt: skip
+        config = stream_config(
+            width, height, anchor_policy, chunk_frames, state_frames, window_frames,
+            anchor_frames, steps, shift, seed,
+        )  # fmt: skip
+        total = chunk_count(seconds, config)
+        schedule = prompt_schedule(config, positive, prompts)
+        path, subfolder = bridge.next_file(
+            filename_prefix, bridge.output_directory(), width, height, format
+        )
+        decoder = streaming_decoder(vae)
+        vae_cache = estimate_cache_bytes(height, width, decoder.dtype, dim=decoder.dim)
+        dit = use_model(model, config, extra=vae_cache)
+        stream = init_stream(dit, schedule.at(0), config)
+
+        n_steps = len(config.schedule.steps)
+        bar = bridge.progress(total * n_steps)
+        keep = preview_indices(config.frames_after(total), preview_frames)
+        kept: list[torch.Tensor] = []
+
+        def on_step(chunk: int, step: int, steps_: int) -> None:
+            bar.update_absolute(chunk * steps_ + step, total * steps_)
+            bridge.check_interrupted()
+
+        def on_chunk(report: ChunkReport) -> None:
+            start = report.frames_written - report.frames.shape[0]
+            kept.extend(
+                report.frames[i - start].clone()
+                for i in range(start, report.frames_written)
+                if i in keep
+            )
+            preview = bridge.jpeg_preview(pil_image(report.frames[-1]))
+            bar.update_absolute((report.index + 1) * n_steps, total * n_steps, preview)
+            bridge.send_event(
+                EVENT,
+                {
+                    "node": unique_id,
+                    "chunk": report.index,
+                    "total": total,
+                    "frames": report.frames_written,
+                    "filename": path.name,
+                    "subfolder": subfolder,
+                    "type": "output",
+                },
+            )
+
+        metadata = file_metadata(
+            prompt,
+            extra_pnginfo,
+            generator="adastate",
+            seed=str(seed),
+            anchor=anchor_policy,
+            settings=config.to_json(),
+        )
+        try:
+            with open_writer(path, fps=FPS, crf=crf, metadata=metadata, format=format) as writer:
+                generate(
+                    dit,
+                    decoder,
+                    stream,
+                    writer,
+                    total_chunks=total,
+                    prompts=schedule,
+                    on_chunk=on_chunk,
+                    on_step=on_step,
+                )
+        finally:
+            del stream
+            bridge.soft_empty_cache()
+        if kept:
+            images = torch.stack(kept)
+        else:
+            images = torch.zeros(1, height, width, 3)
+        return {"ui": video_ui(path, subfolder), "result": (images, str(path))}

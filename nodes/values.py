@@ -1,0 +1,86 @@
+"""Values passed between AdaState nodes (docs/nodes.md "Custom types"). All frozen: ComfyUI
+hands the same cached objects to later runs, so nothing here is ever modified; an "update"
+builds a new value (sharing unchanged tensors)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from adastate_core.model import CausalWanDiT, CrossKV
+from adastate_core.stream import CachedFrames, Chunk, StreamConfig, StreamState
+
+
+@dataclass(frozen=True)
+class AdaStateModel:
+    """ADASTATE_MODEL: our DiT wrapped in a comfy ModelPatcher (the memory manager moves it)."""
+
+    patcher: Any
+    dit: CausalWanDiT
+    file: str
+    weight_dtype: str
+    attention: str
+
+
+@dataclass(frozen=True)
+class NodeStream:
+    """ADASTATE_STREAM: the core stream state and the clean content latents of chunks 0..k-1
+    (CPU; what makes chunk-wise decoding exact in any execution order)."""
+
+    state: StreamState
+    history: tuple[Tensor, ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeChunk:
+    """ADASTATE_CHUNK: a denoised chunk and the content latents of the chunks before it.
+
+    switched: when Denoise Chunk switched the prompt, the stream state (with the new prompt)
+    the chunk was denoised from, and `parent` the token of the stream it was switched from, so
+    Update State continues under the new prompt."""
+
+    chunk: Chunk
+    history: tuple[Tensor, ...]
+    config: StreamConfig
+    switched: StreamState | None = None
+    parent: str | None = None
+
+
+@dataclass(frozen=True)
+class PromptList:
+    """ADASTATE_PROMPTS: (seconds, CONDITIONING) switch points, first at 0 s."""
+
+    entries: tuple[tuple[float, Any], ...]
+    recache: bool = False
+
+
+def _to(t: Tensor | None, device: torch.device) -> Tensor | None:
+    return None if t is None else t.to(device)
+
+
+def frames_to(frames: CachedFrames | None, device: torch.device) -> CachedFrames | None:
+    if frames is None:
+        return None
+    return CachedFrames(frames.k.to(device), frames.v.to(device), _to(frames.latent, device))
+
+
+def state_to(state: StreamState, device: torch.device) -> StreamState:
+    """The same stream state with its tensors on `device` (a new value; tensors already there
+    are shared, never copied into)."""
+    return dataclasses.replace(
+        state,
+        window=frames_to(state.window, device),
+        anchor=frames_to(state.anchor, device),
+        conditioning=state.conditioning.to(device),
+        prompt=CrossKV(state.prompt.k.to(device), state.prompt.v.to(device)),
+    )
+
+
+def chunk_to(chunk: Chunk, device: torch.device) -> Chunk:
+    return dataclasses.replace(
+        chunk, content=chunk.content.to(device), state=_to(chunk.state, device)
+    )

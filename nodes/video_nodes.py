@@ -1,0 +1,63 @@
+"""Video Combine (AdaState): IMAGE frames -> a video file in the output (or temp) folder."""
+
+from __future__ import annotations
+
+from adastate_core.io import open_writer
+
+from . import bridge
+from .common import CATEGORY, VIDEO_FORMATS, file_metadata, video_ui
+
+
+class VideoCombine:
+    DESCRIPTION = (
+        "Saves IMAGE frames as a video (mp4 / webm / animated webp / gif) with the prompt and "
+        "workflow embedded, and shows it in the node."
+    )
+    CATEGORY = f"{CATEGORY}/video"
+    FUNCTION = "combine"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("filename",)
+    OUTPUT_TOOLTIPS = ("Full path of the saved video file.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "The frames to save, in order."}),
+                "frame_rate": (
+                    "FLOAT",
+                    {"default": 16.0, "min": 1.0, "max": 120.0, "step": 1.0, "tooltip": "Frames per second (Wan2.1 makes 16 fps video)."},
+                ),
+                "format": (
+                    VIDEO_FORMATS,
+                    {"default": "mp4", "tooltip": "File format: mp4 (H.264), webm (VP9), animated webp or gif."},
+                ),
+                "crf": (
+                    "INT",
+                    {"default": 19, "min": 0, "max": 51, "tooltip": "Quality for mp4 / webm: lower is better and larger (19 is visually lossless)."},
+                ),
+                "filename_prefix": (
+                    "STRING",
+                    {"default": "AdaState", "tooltip": "File name prefix; may include a sub-folder of the output folder (no '..')."},
+                ),
+                "save_output": (
+                    "BOOLEAN",
+                    {"default": True, "tooltip": "Save to the output folder (on) or only to the temp folder for preview (off)."},
+                ),
+            },
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+        }  # fmt: skip
+
+    def combine(self, images, frame_rate, format, crf, filename_prefix, save_output,
+                prompt=None, extra_pnginfo=None):  # fmt: skip
+        if images.ndim != 4 or images.shape[0] == 0:
+            raise ValueError(f"images must be IMAGE frames [N, H, W, 3], got {list(images.shape)}")
+        folder = bridge.output_directory() if save_output else bridge.temp_directory()
+        height, width = int(images.shape[1]), int(images.shape[2])
+        path, subfolder = bridge.next_file(filename_prefix, folder, width, height, format)
+        metadata = file_metadata(prompt, extra_pnginfo, generator="adastate")
+        with open_writer(path, fps=frame_rate, crf=crf, metadata=metadata, format=format) as writer:
+            writer.write(images)
+        ui = video_ui(path, subfolder, "output" if save_output else "temp")
+        return {"ui": ui, "result": (str(path),)}
