@@ -184,3 +184,12 @@ def test_any_size_runs_including_other_head_widths():
         out, kv = model(x, 999.0, torch.randn(1, 8, 24), return_kv=True)
     assert out.shape == x.shape and torch.isfinite(out).all()
     assert isinstance(kv, KVSegment) and kv.k.shape == (3, 1, 3, 6, 96)
+
+
+def test_fingerprint_works_on_inference_tensors():
+    """ComfyUI runs nodes under torch.inference_mode(): weights created there have no
+    version counter."""
+    with torch.inference_mode():
+        model = tiny_model(seed=2)
+        fp = model.fingerprint()
+    assert fp == tiny_model(seed=2).fingerprint() and fp != tiny_model(seed=3).fingerprint()

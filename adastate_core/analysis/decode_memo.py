@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ..tensor_utils import tensor_version
 from ..vae import DecoderCache, WanVAEDecoder
 
 _DIGESTS: dict[int, tuple[weakref.ref, int, str]] = {}
@@ -25,7 +26,7 @@ _DIGESTS: dict[int, tuple[weakref.ref, int, str]] = {}
 def tensor_digest(t: Tensor) -> str:
     """A content hash of a tensor (shape, dtype and bytes); memoised per live tensor."""
     memo = _DIGESTS.get(id(t))
-    if memo is not None and memo[0]() is t and memo[1] == t._version:
+    if memo is not None and memo[0]() is t and memo[1] == tensor_version(t):
         return memo[2]
     data = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
     h = hashlib.sha256(f"{tuple(t.shape)}|{t.dtype}".encode())
@@ -34,7 +35,7 @@ def tensor_digest(t: Tensor) -> str:
     if len(_DIGESTS) > 4096:
         for key in [k for k, v in _DIGESTS.items() if v[0]() is None]:
             del _DIGESTS[key]
-    _DIGESTS[id(t)] = (weakref.ref(t), t._version, digest)
+    _DIGESTS[id(t)] = (weakref.ref(t), tensor_version(t), digest)
     return digest
 
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..tensor_utils import tensor_version
 from .attention import AttentionFn, get_backend, sdpa, token_mask
 from .config import WanConfig
 from .rope import RopeTable, rope_angles
@@ -287,7 +288,7 @@ class CausalWanDiT(nn.Module):
         storage dtype up to bf16 rounding: a stream's cache is only valid for the model that
         made it. Hashes the first 256 values of every tensor, rounded to bf16; memoised until
         a parameter is replaced or modified in place."""
-        key = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        key = tuple((p.data_ptr(), tensor_version(p)) for p in self.parameters())
         memo = self.__dict__.get("_fingerprint_memo")
         if memo is None or memo[0] != key:
             memo = (key, self._compute_fingerprint())

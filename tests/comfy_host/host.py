@@ -1,0 +1,220 @@
+"""Helpers of the real-ComfyUI test: tiny model files, a headless server, the example
+workflows shrunk to tiny sizes, and POST /prompt + /history polling (stdlib only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+TEST_PACK = HERE / "test_nodes_pack"
+
+DIT_NAME = "adastate_tiny_t2v.safetensors"
+VAE_NAME = "wan_2.1_vae_random.safetensors"
+WIDTH, HEIGHT = 64, 32
+SECONDS = 1.5  # Generate: 2 chunks of 3 latent frames (9 + 12 video frames)
+
+
+def write_models(root: Path) -> dict[str, Path]:
+    """root/diffusion_models: a tiny Wan2.1 t2v DiT (dim 128, 1 head, 2 blocks, text_dim 4096)
+    in the Comfy-Org repack layout; root/vae: a full-size (dim 96) random Wan2.1 VAE decoder
+    (core's VAELoader builds WanVAE with dim 96 whatever the file holds)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from adastate_core.model import WanConfig
+    from adastate_core.model.random_weights import save_random_checkpoint
+    from adastate_core.vae.random_weights import random_state_dict as random_vae
+
+    dit = root / "diffusion_models" / DIT_NAME
+    vae = root / "vae" / VAE_NAME
+    cfg = WanConfig(dim=128, ffn_dim=256, num_heads=1, num_layers=2, freq_dim=256)
+    save_random_checkpoint(dit, cfg, seed=1, layout="comfyui")
+    vae.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.to(torch.float16) for k, v in random_vae(dim=96, seed=2).items()}, str(vae))
+    return {"dit": dit, "vae": vae}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def already_linked(comfy_dir: Path) -> bool:
+    """Whether COMFYUI_DIR/custom_nodes already holds this checkout (then we do not add it)."""
+    folder = comfy_dir / "custom_nodes"
+    return any(p.resolve() == REPO for p in folder.iterdir()) if folder.is_dir() else False
+
+
+def write_config(tmp: Path, comfy_dir: Path) -> Path:
+    """extra_model_paths yaml: our models and a custom_nodes folder with the test pack (and
+    this pack, unless ComfyUI already links it)."""
+    nodes = tmp / "custom_nodes"
+    nodes.mkdir(parents=True, exist_ok=True)
+    (nodes / "adastate_test_nodes").symlink_to(TEST_PACK, target_is_directory=True)
+    if not already_linked(comfy_dir):
+        (nodes / "adastate").symlink_to(REPO, target_is_directory=True)
+    yaml = tmp / "extra_model_paths.yaml"
+    yaml.write_text(
+        "adastate_host_test:\n"
+        f"    base_path: {tmp}\n"
+        "    diffusion_models: models/diffusion_models\n"
+        "    vae: models/vae\n"
+        "    custom_nodes: custom_nodes\n"
+    )
+    return yaml
+
+
+class Server:
+    def __init__(self, comfy_dir: Path, tmp: Path, python: str | None = None):
+        self.comfy_dir, self.tmp = comfy_dir, tmp
+        self.python = python or os.environ.get("COMFYUI_PYTHON") or sys.executable
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.output = tmp / "output"
+        self.temp = tmp / "temp"
+        self.log_path = tmp / "comfyui.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, config: Path, timeout: float = 240.0) -> None:
+        for d in (self.output, self.temp, self.tmp / "input", self.tmp / "user"):
+            d.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+            "--extra-model-paths-config", str(config),
+            "--output-directory", str(self.output), "--temp-directory", str(self.temp),
+            "--input-directory", str(self.tmp / "input"), "--user-directory", str(self.tmp / "user"),
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            cmd, cwd=self.comfy_dir, stdout=self.log, stderr=subprocess.STDOUT, env=env
+        )
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                self.get("/system_stats")
+                return
+            except (urllib.error.URLError, ConnectionError, OSError):
+                time.sleep(0.5)
+        raise TimeoutError(f"ComfyUI did not answer within {timeout:.0f} s:\n{self.tail()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=20)
+        if getattr(self, "log", None):
+            self.log.close()
+
+    def tail(self, n: int = 80) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def get(self, path: str):
+        with urllib.request.urlopen(self.url + path, timeout=10) as r:
+            return json.loads(r.read())
+
+    def post(self, path: str, data: dict):
+        req = urllib.request.Request(
+            self.url + path,
+            data=json.dumps(data).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as err:
+            raise RuntimeError(f"POST {path} -> {err.code}: {err.read().decode()}") from None
+
+    def run(self, prompt: dict, timeout: float = 600.0) -> dict:
+        """Queue an API prompt, wait for it, return its /history entry."""
+        answer = self.post("/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})
+        assert not answer.get("node_errors"), answer
+        prompt_id = answer["prompt_id"]
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            history = self.get(f"/history/{prompt_id}")
+            entry = history.get(prompt_id)
+            if entry and entry.get("status", {}).get("completed") is not None:
+                if entry["status"].get("status_str") in ("success", "error"):
+                    return entry
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI died:\n{self.tail()}")
+            time.sleep(0.5)
+        self.post("/interrupt", {})
+        raise TimeoutError(f"prompt {prompt_id} not done within {timeout:.0f} s:\n{self.tail()}")
+
+    def file_of(self, item: dict) -> Path:
+        if item.get("type", "output") == "output":
+            root = self.output
+        else:  # ComfyUI puts its temp folder at <--temp-directory>/temp
+            root = self.temp / "temp" if (self.temp / "temp").is_dir() else self.temp
+        return root / item.get("subfolder", "") / item["filename"]
+
+
+def shrink(prompt: dict, seconds: float = SECONDS) -> dict:
+    """An example API workflow at tiny sizes, on the tiny models, with the test text encoder."""
+    out = json.loads(json.dumps(prompt))
+    for node in out.values():
+        inputs, cls = node["inputs"], node["class_type"]
+        if cls == "CLIPLoader":
+            node["class_type"], node["inputs"] = "AdaStateTest_CLIP", {"seed": 0}
+            continue
+        if cls == "AdaState_LoadModel":
+            inputs["dit_name"] = DIT_NAME
+        if cls == "VAELoader":
+            inputs["vae_name"] = VAE_NAME
+        if "width" in inputs:
+            inputs["width"], inputs["height"] = WIDTH, HEIGHT
+        if "seconds" in inputs:
+            original = inputs["seconds"]
+            inputs["seconds"] = seconds
+            for other in out.values():  # scale a prompt schedule's switch times with it
+                if other["class_type"] == "AdaState_PromptSchedule":
+                    other["inputs"]["text"] = scale_schedule(
+                        other["inputs"]["text"], seconds / original
+                    )
+        if "preview_frames" in inputs:
+            inputs["preview_frames"] = 16
+    return out
+
+
+def scale_schedule(text: str, factor: float) -> str:
+    def repl(m: re.Match) -> str:
+        return f"{float(m.group(1)) * factor:g}:"
+
+    return "\n".join(re.sub(r"^\s*([0-9.]+)\s*:", repl, line) for line in text.splitlines())
+
+
+def video_frames(path: Path) -> tuple[int, int, int]:
+    """(frames, width, height) of a saved video or animation."""
+    if path.suffix in (".webp", ".gif"):
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return getattr(im, "n_frames", 1), im.width, im.height
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        n = sum(1 for _ in container.decode(stream))
+        return n, stream.codec_context.width, stream.codec_context.height

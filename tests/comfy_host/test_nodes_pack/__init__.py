@@ -1,0 +1,121 @@
+"""Test-only ComfyUI nodes for the real-host test (tests/test_comfyui_host.py).
+
+No small umT5 exists (CLIPLoader type "wan" always builds the 5.7 B encoder), so the host test
+replaces the text encoder with a seeded stand-in that has the same interface and output format:
+
+* AdaStateTest_CLIP: a CLIP-like object for core CLIPTextEncode and AdaState_PromptSchedule;
+  each text maps to a fixed random CONDITIONING ([1, 512, 4096], rows past the text's token
+  count zeroed, like umT5 + ComfyUI's padding).
+* AdaStateTest_Conditioning: the same CONDITIONING straight from a seed and a length.
+
+Loaded only by the host test (its temp custom_nodes folder); never part of the node pack.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import torch
+
+TEXT_LEN = 512
+TEXT_DIM = 4096
+
+
+def random_conditioning(seed: int, length: int, tokens: int = TEXT_LEN, dim: int = TEXT_DIM):
+    """CONDITIONING: [[tensor [1, tokens, dim], {"pooled_output": None}]], rows >= length zero."""
+    gen = torch.Generator().manual_seed(int(seed) & 0xFFFFFFFFFFFF)
+    cond = torch.randn(1, tokens, dim, generator=gen) * 0.1
+    cond[:, max(1, min(int(length), tokens)) :] = 0
+    return [[cond, {"pooled_output": None}]]
+
+
+class FakeWanCLIP:
+    """Duck-typed comfy.sd.CLIP: tokenize / encode_from_tokens(_scheduled) / encode."""
+
+    def __init__(self, seed: int = 0):
+        self.seed = int(seed)
+
+    def clone(self):
+        return FakeWanCLIP(self.seed)
+
+    def tokenize(self, text, return_word_ids=False, **kwargs):
+        return {"text": str(text)}
+
+    def _cond(self, tokens):
+        text = tokens["text"] if isinstance(tokens, dict) else str(tokens)
+        seed = zlib.crc32(text.encode("utf-8")) ^ self.seed
+        length = min(TEXT_LEN, 2 + len(text.split()))  # umT5: ~1 token per word, + EOS
+        return random_conditioning(seed, length)
+
+    def encode_from_tokens_scheduled(
+        self, tokens, unprojected=False, add_dict=None, show_pbar=True
+    ):
+        cond, extra = self._cond(tokens)[0]
+        return [[cond, {**extra, **(add_dict or {})}]]
+
+    def encode_from_tokens(self, tokens, return_pooled=False, return_dict=False):
+        cond = self._cond(tokens)[0][0]
+        if return_dict:
+            return {"cond": cond, "pooled_output": None}
+        return (cond, None) if return_pooled else cond
+
+    def encode(self, text):
+        return self.encode_from_tokens(self.tokenize(text))
+
+    def load_model(self):
+        return None
+
+    def get_sd(self):
+        return {}
+
+
+class AdaStateTest_CLIP:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1}),
+            }
+        }
+
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "load"
+    CATEGORY = "AdaState/testing"
+    DESCRIPTION = "Test only: a stand-in umT5 text encoder (seeded random embeddings per text)."
+
+    def load(self, seed):
+        return (FakeWanCLIP(seed),)
+
+
+class AdaStateTest_Conditioning:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1}),
+                "length": ("INT", {"default": 12, "min": 1, "max": TEXT_LEN}),
+            },
+            "optional": {
+                "text": ("STRING", {"default": "", "multiline": True}),
+            },
+        }
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "make"
+    CATEGORY = "AdaState/testing"
+    DESCRIPTION = "Test only: seeded random CONDITIONING [1, 512, 4096], rows >= length zeroed."
+
+    def make(self, seed, length, text=""):
+        if text:
+            seed = seed ^ zlib.crc32(text.encode("utf-8"))
+        return (random_conditioning(seed, length),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "AdaStateTest_CLIP": AdaStateTest_CLIP,
+    "AdaStateTest_Conditioning": AdaStateTest_Conditioning,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "AdaStateTest_CLIP": "Test CLIP stand-in (AdaState tests)",
+    "AdaStateTest_Conditioning": "Test Conditioning (AdaState tests)",
+}
