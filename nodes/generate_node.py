@@ -42,11 +42,12 @@ class Generate:
     CATEGORY = f"{CATEGORY}"
     FUNCTION = "generate"
     OUTPUT_NODE = True
-    RETURN_TYPES = ("IMAGE", "STRING")
-    RETURN_NAMES = ("preview", "filename")
+    RETURN_TYPES = ("IMAGE", "STRING", "VIDEO")
+    RETURN_NAMES = ("preview", "filename", "video")
     OUTPUT_TOOLTIPS = (
         "At most preview_frames frames of the video, evenly spaced (the full video is the file).",
         "Full path of the video file.",
+        "The saved video as a native VIDEO (ComfyUI versions that have the VIDEO type).",
     )
 
     @classmethod
@@ -166,4 +167,7 @@ class Generate:
             images = torch.stack(kept)
         else:
             images = torch.zeros(1, height, width, 3)
-        return {"ui": video_ui(path, subfolder), "result": (images, str(path))}
+        return {
+            "ui": video_ui(path, subfolder),
+            "result": (images, str(path), bridge.video_output(path)),
+        }

@@ -16,9 +16,12 @@ class VideoCombine:
     CATEGORY = f"{CATEGORY}/video"
     FUNCTION = "combine"
     OUTPUT_NODE = True
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("filename",)
-    OUTPUT_TOOLTIPS = ("Full path of the saved video file.",)
+    RETURN_TYPES = ("STRING", "VIDEO")
+    RETURN_NAMES = ("filename", "video")
+    OUTPUT_TOOLTIPS = (
+        "Full path of the saved video file.",
+        "The saved video as a native VIDEO (ComfyUI versions that have the VIDEO type).",
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -60,4 +63,4 @@ class VideoCombine:
         with open_writer(path, fps=frame_rate, crf=crf, metadata=metadata, format=format) as writer:
             writer.write(images)
         ui = video_ui(path, subfolder, "output" if save_output else "temp")
-        return {"ui": ui, "result": (str(path),)}
+        return {"ui": ui, "result": (str(path), bridge.video_output(path))}

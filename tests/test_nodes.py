@@ -251,8 +251,9 @@ def test_granular_graph_generate_and_pipeline_give_identical_frames(host, model,
 
     # the whole-stream node
     out = generate_node(model, positive, vae)
-    preview, filename = out["result"]
+    preview, filename, video = out["result"]
     assert torch.equal(preview, frames)
+    assert video is None  # the fake host has no comfy_api VIDEO type
     assert out["ui"]["animated"] == (True,)
     (entry,) = out["ui"]["images"]
     assert entry["type"] == "output" and filename.endswith(entry["filename"])
@@ -338,7 +339,8 @@ def test_video_combine_saves_frames_with_the_workflow(host):
     cls = NODES["AdaState_VideoCombine"]
     out = cls().combine(images, 16.0, "webp", 19, "clips/AdaState", True, prompt,
                         {"workflow": workflow})  # fmt: skip
-    (path,) = out["result"]
+    path, video = out["result"]
+    assert video is None
     assert out["ui"] == {
         "images": [{"filename": "AdaState_00001.webp", "subfolder": "clips", "type": "output"}],
         "animated": (True,),
