@@ -87,19 +87,23 @@ class Generate:
                     "ADASTATE_PROMPTS",
                     {"tooltip": "Optional timed prompts from Prompt Schedule; they replace `positive`."},
                 ),
+                "chunks": (
+                    "INT",
+                    {"default": 0, "min": 0, "max": 1000000, "tooltip": "If above 0: generate exactly this many chunks (3 latent frames = 12 video frames each) instead of `seconds`."},
+                ),
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"},
         }  # fmt: skip
 
     def generate(self, model, positive, vae, width, height, seconds, anchor_policy, chunk_frames,
                  state_frames, window_frames, anchor_frames, steps, shift, seed, format, crf,
-                 filename_prefix, preview_frames, prompts=None, prompt=None, extra_pnginfo=None,
-                 unique_id=None):  # fmt: skip
+                 filename_prefix, preview_frames, prompts=None, chunks=0, prompt=None,
+                 extra_pnginfo=None, unique_id=None):  # fmt: skip
         config = stream_config(
             width, height, anchor_policy, chunk_frames, state_frames, window_frames,
             anchor_frames, steps, shift, seed,
         )  # fmt: skip
-        total = chunk_count(seconds, config)
+        total = int(chunks) if chunks and chunks > 0 else chunk_count(seconds, config)
         schedule = prompt_schedule(config, positive, prompts)
         path, subfolder = bridge.next_file(
             filename_prefix, bridge.output_directory(), width, height, format

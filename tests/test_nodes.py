@@ -63,7 +63,7 @@ INPUT_ORDER = [
     ("AdaState_Generate", ["model", "positive", "vae", "width", "height", "seconds",
                            "anchor_policy", "chunk_frames", "state_frames", "window_frames",
                            "anchor_frames", "steps", "shift", "seed", "format", "crf",
-                           "filename_prefix", "preview_frames", "prompts"]),
+                           "filename_prefix", "preview_frames", "prompts", "chunks"]),
     ("AdaState_PromptSchedule", ["clip", "text", "recache"]),
     ("AdaState_DecodeState", ["vae", "chunk"]),
     ("AdaState_AttentionProbe", ["model", "stream", "step"]),

@@ -269,7 +269,7 @@ def generate(g, model, text, vae, *, seconds, policy="adaptive", prefix, preview
         links["prompts"] = prompts
     widgets = [*SIZE, ("seconds", seconds), *stream_widgets(policy)]
     widgets += [("format", "mp4"), ("crf", 19), ("filename_prefix", prefix),
-                ("preview_frames", preview)]  # fmt: skip
+                ("preview_frames", preview), ("chunks", 0)]  # fmt: skip
     return g.add("AdaState_Generate", widgets, pos=pos, title=title, **links)
 
 
