@@ -100,9 +100,16 @@ app.registerExtension({
       const d = e.detail ?? {};
       const node = findNode(d.node) ?? findNode(running);
       if (!node) return;
-      const w = mediaWidget(node);
-      w.label.textContent = `chunk ${Number(d.chunk) + 1}/${d.total} · ${d.frames} frames → ${d.filename ?? ""}`;
-      node.setDirtyCanvas?.(true, false);
+      const text = `chunk ${Number(d.chunk) + 1}/${d.total} · ${d.frames} frames → ${d.filename ?? ""}`;
+      if (d.preview?.filename) {
+        // the last frame of the chunk just decoded, saved by the node in ComfyUI's temp folder
+        const img = document.createElement("img");
+        img.src = viewUrl(d.preview);
+        show(node, img, text);
+      } else {
+        mediaWidget(node).label.textContent = text;
+        node.setDirtyCanvas?.(true, false);
+      }
     });
   },
 

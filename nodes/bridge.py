@@ -138,6 +138,17 @@ def progress(total: int) -> Any:
     return comfy.utils.ProgressBar(total)
 
 
+def save_temp_preview(image: Any, name: str) -> dict[str, str]:
+    """Write a PIL image as JPEG into ComfyUI's temp folder (replacing the previous one of the
+    same name, atomically) -> the /view file reference the frontend shows."""
+    folder = Path(temp_directory())
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{name}.partial"
+    image.convert("RGB").save(tmp, format="JPEG", quality=85)
+    os.replace(tmp, folder / name)
+    return {"filename": name, "subfolder": "", "type": "temp"}
+
+
 def jpeg_preview(image: Any) -> tuple[str, Any, int]:
     """The `preview` argument of ProgressBar.update_absolute for a PIL image."""
     return ("JPEG", image, PREVIEW_SIZE)

@@ -129,8 +129,11 @@ class Generate:
                 for i in range(start, report.frames_written)
                 if i in keep
             )
-            preview = bridge.jpeg_preview(pil_image(report.frames[-1]))
-            bar.update_absolute((report.index + 1) * n_steps, total * n_steps, preview)
+            image = pil_image(report.frames[-1])
+            bar.update_absolute((report.index + 1) * n_steps, total * n_steps,
+                                bridge.jpeg_preview(image))  # fmt: skip
+            image.thumbnail((bridge.PREVIEW_SIZE, bridge.PREVIEW_SIZE))
+            shown = bridge.save_temp_preview(image, f"adastate_preview_{unique_id or 0}.jpg")
             bridge.send_event(
                 EVENT,
                 {
@@ -141,6 +144,7 @@ class Generate:
                     "filename": path.name,
                     "subfolder": subfolder,
                     "type": "output",
+                    "preview": shown,
                 },
             )
 

@@ -261,6 +261,9 @@ def test_granular_graph_generate_and_pipeline_give_identical_frames(host, model,
     chunk_events = [d for e, d in host.events if e == "adastate.chunk"]
     assert [d["chunk"] for d in chunk_events] == list(range(CHUNKS))
     assert chunk_events[-1] == {**chunk_events[-1], "node": "12", "total": CHUNKS, "frames": FRAMES}
+    shown = chunk_events[-1]["preview"]  # the frontend shows this file while the run goes on
+    assert shown == {"filename": "adastate_preview_12.jpg", "subfolder": "", "type": "temp"}
+    assert (host.temp_dir / shown["filename"]).stat().st_size > 0
     jpeg = [p for _, _, p in host.progress if p is not None]
     assert len(jpeg) == CHUNKS and all(p[0] == "JPEG" for p in jpeg)
     assert host.progress[-1][:2] == (CHUNKS * 4, CHUNKS * 4)
