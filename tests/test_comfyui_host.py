@@ -110,3 +110,48 @@ def _error(status: dict) -> str:
 
 def _id(prompt: dict, cls: str) -> str:
     return next(k for k, v in prompt.items() if v["class_type"] == cls)
+
+
+FRONTEND_CHECK = """
+(async () => {
+  const api = window.comfyAPI?.api?.api ?? window.app.api;
+  const node = LiteGraph.createNode("AdaState_Generate");
+  app.graph.add(node);
+  api.dispatchEvent(new CustomEvent("adastate.chunk", {detail: {
+    node: node.id, chunk: 1, total: 3, frames: 21, filename: "AdaState_00001.mp4",
+    preview: {filename: "adastate_preview_7.jpg", subfolder: "", type: "temp"}}}));
+  const live = node.__adastate?.holder?.querySelector("img")?.src ?? null;
+  const label = node.__adastate?.label?.textContent ?? null;
+  node.onExecuted({images: [{filename: "AdaState_00001.mp4", subfolder: "", type: "output"}],
+                   animated: [true]});
+  const video = node.__adastate?.holder?.querySelector("video")?.src ?? null;
+  return JSON.stringify({live, label, video});
+})()
+"""
+
+
+def test_frontend_extension_in_the_real_web_app(server):
+    """Our js/ extension loads in ComfyUI's frontend (headless Chromium), shows the chunk
+    preview an `adastate.chunk` event points at, and plays a finished video in the node."""
+    browser_mod = pytest.importorskip("browser")
+    pytest.importorskip("websocket", reason="pip install websocket-client")
+    if browser_mod.chromium() is None:
+        pytest.skip("no chromium (apt-get install chromium)")
+    listed = server.get("/extensions")
+    assert "/extensions/adastate/adastate.js" in listed
+    b = browser_mod.Browser(port=host.free_port())
+    try:
+        b.call("Page.navigate", url=server.url + "/")
+        names = b.wait_for(
+            "window.app?.extensions ? JSON.stringify(window.app.extensions.map(e => e.name)) : null"
+        )
+        assert "adastate.streaming" in json.loads(names)
+        b.wait_for("window.LiteGraph?.registered_node_types?.AdaState_Generate ? 1 : 0")
+        got = json.loads(b.eval(FRONTEND_CHECK))
+        assert "filename=adastate_preview_7.jpg" in got["live"] and "type=temp" in got["live"]
+        assert got["label"].startswith("chunk 2/3")
+        assert "filename=AdaState_00001.mp4" in got["video"] and "type=output" in got["video"]
+        ours = [e for e in b.errors if "adastate" in json.dumps(e).lower()]
+        assert ours == [], ours
+    finally:
+        b.close()
