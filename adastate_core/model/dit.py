@@ -395,6 +395,7 @@ class CausalWanDiT(nn.Module):
         cfg = self.config
         cdt, pdt = self.compute_dtype, self.precise_dtype
         b, grid = self._check_input(x)
+        x = x.to(self.device)  # inputs and caches may live elsewhere (e.g. offloaded by a host)
         f, h, w = grid
         n_tok = h * w
         n_cached = sum(seg.num_frames for seg in cache)
@@ -425,8 +426,8 @@ class CausalWanDiT(nn.Module):
         cross = context if isinstance(context, CrossKV) else self.encode_context(context)
         if cross.k.shape[1] not in (1, b):
             raise ValueError(f"prompt batch {cross.k.shape[1]} does not match latent batch {b}")
-        cross_k = cross.k.to(cdt).expand(-1, b, -1, -1)
-        cross_v = cross.v.to(cdt).expand(-1, b, -1, -1)
+        cross_k = cross.k.to(x.device, cdt).expand(-1, b, -1, -1)
+        cross_v = cross.v.to(x.device, cdt).expand(-1, b, -1, -1)
 
         tokens = self.patch_embedding(x.to(cdt)).to(pdt)
         kv_shape = (cfg.num_layers, b, f, n_tok, cfg.dim)
@@ -443,7 +444,7 @@ class CausalWanDiT(nn.Module):
                 v_out[i] = v_live.reshape(b, f, n_tok, cfg.dim)
             if i == last and not want_output:
                 break
-            cached = [(seg.k[i].to(cdt), seg.v[i].to(cdt)) for seg in cache]
+            cached = [(seg.k[i].to(x.device, cdt), seg.v[i].to(x.device, cdt)) for seg in cache]
             layer_probe = None if probe is None else (lambda q, k, i=i: probe(i, q, k))
             y = blk.self_attn(y, k_live, v_live, cached, rope, self._attend, mask, layer_probe)
             tokens = blk.gated(tokens, y, mod[2])

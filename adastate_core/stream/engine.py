@@ -248,9 +248,10 @@ def update_state(model: CausalWanDiT, stream: StreamState, chunk: Chunk) -> Stre
     layout = window_layout(stream)
     s = len(layout.state_positions)
     x = torch.cat([chunk.state, chunk.content], dim=2) if s else chunk.content
+    x = x.to(model.device, torch.float32)
     with torch.no_grad():
         kv = model.cache_kv(
-            x.to(model.device, torch.float32),
+            x,
             stream.prompt,
             positions=layout.live_positions,
             cache=layout.segments,
