@@ -144,6 +144,10 @@ def _jobs(args) -> list[tuple[list, Path]]:
 
 
 def _check_writable(path: Path) -> None:
+    """Fail before any model loads if the output cannot be written (format or folder)."""
+    from .io import format_of
+
+    format_of(path)
     folder = path.parent if path.suffix else path
     try:
         folder.mkdir(parents=True, exist_ok=True)

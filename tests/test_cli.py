@@ -260,6 +260,7 @@ def test_batch_skips_finished_outputs(models, cache_dir, tmp_path):
         "unwritable",
         "bad_size",
         "no_prompt",
+        "bad_format",
     ],
 )
 def test_bad_input_messages(models, cache_dir, tmp_path, case):
@@ -308,11 +309,16 @@ def test_bad_input_messages(models, cache_dir, tmp_path, case):
             "height 100 must be a positive multiple of 16",
         ),
         "no_prompt": (["--models-dir", models, "--chunks", "1"], "give a prompt"),
+        "bad_format": (
+            ["--models-dir", models, "--prompt", "x", "--chunks", "1", "--out", tmp_path / "v.mov"],
+            "unknown suffix '.mov'",
+        ),
     }[case]
     (tmp_path / "e.txt").write_text("\n# nothing\n")
     res = cli("generate", "--cache-dir", cache_dir, *args[0], check=False, cwd=tmp_path)
     assert res.returncode == 2, res.stderr
     assert args[1] in res.stderr and "Traceback" not in res.stderr
+    assert not list(tmp_path.glob("*.incomplete"))  # refused before anything was started
 
 
 def test_wan22_vae_is_refused(models, cache_dir, tmp_path):
