@@ -87,9 +87,9 @@ def graceful_interrupt():
 
 
 def _stream_config(args, seed: int):
-    from .stream import StreamConfig
+    from .stream.config import StreamConfig, parse_steps
 
-    steps = tuple(float(s) for s in str(args.steps).split(","))
+    steps = parse_steps(args.steps)
     return StreamConfig(
         height=args.height,
         width=args.width,

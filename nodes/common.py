@@ -13,6 +13,7 @@ from torch import Tensor
 from adastate_core.errors import AdaStateError, CheckpointError
 from adastate_core.model import CausalWanDiT
 from adastate_core.stream import POLICIES, PromptSchedule, StreamConfig, StreamError
+from adastate_core.stream.config import parse_steps
 from adastate_core.vae import LATENT_MEAN, LATENT_STD, WanVAEDecoder, load_vae
 
 from . import bridge
@@ -98,19 +99,6 @@ def stream_inputs() -> dict[str, tuple]:
 
 
 # -- conversions ---------------------------------------------------------------------------------
-
-
-def parse_steps(text: str) -> tuple[float, ...]:
-    try:
-        steps = tuple(float(s) for s in str(text).replace(" ", "").split(",") if s)
-    except ValueError:
-        steps = ()
-    if not steps:
-        raise NodeInputError(
-            f"steps must be comma-separated timesteps, highest first, e.g. 1000,750,500,250; "
-            f"got {text!r}"
-        )
-    return steps
 
 
 def stream_config(

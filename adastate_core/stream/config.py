@@ -17,6 +17,20 @@ class StreamConfigError(AdaStateError, ValueError):
     """An invalid stream setting."""
 
 
+def parse_steps(text: str) -> tuple[float, ...]:
+    """ "1000,750,500,250" -> (1000.0, 750.0, 500.0, 250.0) (CLI flags and node widgets)."""
+    try:
+        steps = tuple(float(s) for s in str(text).replace(" ", "").split(",") if s)
+    except ValueError:
+        steps = ()
+    if not steps:
+        raise StreamConfigError(
+            f"steps must be comma-separated timesteps, highest first, e.g. 1000,750,500,250; "
+            f"got {text!r}"
+        )
+    return steps
+
+
 @dataclass(frozen=True)
 class StreamConfig:
     """Everything that fixes a stream's output besides the model, the prompt and the seed.
