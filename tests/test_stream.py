@@ -458,3 +458,12 @@ def test_on_step_reports_and_can_cancel(model):
     with pytest.raises(Cancelled):
         denoise_chunk(model, stream, on_step=cancel)
     assert _checksums(stream) == before
+
+
+def test_parse_steps():
+    from adastate_core.stream.config import parse_steps
+
+    assert parse_steps("1000, 750,500,250") == (1000.0, 750.0, 500.0, 250.0)
+    for bad in ("", "a,b", " , "):
+        with pytest.raises(StreamConfigError, match="comma-separated timesteps"):
+            parse_steps(bad)
