@@ -60,6 +60,16 @@ def size_inputs() -> dict[str, tuple]:
     }  # fmt: skip
 
 
+FORMAT_INPUT = (
+    VIDEO_FORMATS,
+    {"default": "mp4", "tooltip": "File format: mp4 (H.264), webm (VP9), animated webp or gif."},
+)
+CRF_INPUT = (
+    "INT",
+    {"default": 19, "min": 0, "max": 51, "tooltip": "Quality for mp4 / webm: lower is better and larger (19 is visually lossless)."},
+)  # fmt: skip
+
+
 def stream_inputs() -> dict[str, tuple]:
     """The stream settings shared by Init Cache and Generate Stream, in widget order."""
     return {

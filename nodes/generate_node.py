@@ -12,10 +12,11 @@ from adastate_core.vae import estimate_cache_bytes
 from . import bridge
 from .common import (
     CATEGORY,
+    CRF_INPUT,
+    FORMAT_INPUT,
     MODEL_INPUT,
     POSITIVE_INPUT,
     VAE_INPUT,
-    VIDEO_FORMATS,
     chunk_count,
     file_metadata,
     pil_image,
@@ -65,14 +66,8 @@ class Generate:
                     {"default": 5.0, "min": 0.1, "max": 36000.0, "step": 0.5, "tooltip": "Length of the video in seconds at 16 fps (rounded up to whole chunks)."},
                 ),
                 **stream,
-                "format": (
-                    VIDEO_FORMATS,
-                    {"default": "mp4", "tooltip": "File format: mp4 (H.264), webm (VP9), animated webp or gif."},
-                ),
-                "crf": (
-                    "INT",
-                    {"default": 19, "min": 0, "max": 51, "tooltip": "Quality for mp4 / webm: lower is better and larger."},
-                ),
+                "format": FORMAT_INPUT,
+                "crf": CRF_INPUT,
                 "filename_prefix": (
                     "STRING",
                     {"default": "AdaState", "tooltip": "File name prefix in the output folder; may include a sub-folder (no '..')."},

@@ -5,7 +5,7 @@ from __future__ import annotations
 from adastate_core.io import open_writer
 
 from . import bridge
-from .common import CATEGORY, VIDEO_FORMATS, file_metadata, video_ui
+from .common import CATEGORY, CRF_INPUT, FORMAT_INPUT, file_metadata, video_ui
 
 
 class VideoCombine:
@@ -32,14 +32,8 @@ class VideoCombine:
                     "FLOAT",
                     {"default": 16.0, "min": 1.0, "max": 120.0, "step": 1.0, "tooltip": "Frames per second (Wan2.1 makes 16 fps video)."},
                 ),
-                "format": (
-                    VIDEO_FORMATS,
-                    {"default": "mp4", "tooltip": "File format: mp4 (H.264), webm (VP9), animated webp or gif."},
-                ),
-                "crf": (
-                    "INT",
-                    {"default": 19, "min": 0, "max": 51, "tooltip": "Quality for mp4 / webm: lower is better and larger (19 is visually lossless)."},
-                ),
+                "format": FORMAT_INPUT,
+                "crf": CRF_INPUT,
                 "filename_prefix": (
                     "STRING",
                     {"default": "AdaState", "tooltip": "File name prefix; may include a sub-folder of the output folder (no '..')."},
