@@ -117,6 +117,7 @@ def generate(
     on_chunk: Callable[[ChunkReport], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_step: Callable[[int, int, int], None] | None = None,
+    on_decode: Callable[[int, int, int], None] | None = None,
 ) -> RunResult:
     """Run `stream` to `total_chunks` chunks (from chunk 0; None = until `should_stop`),
     decoding each chunk with `vae` (its causal cache carried across chunks) and writing the
@@ -124,13 +125,23 @@ def generate(
     the file and the saved state always agree. Exceptions propagate after the state of the
     last finished chunk has been saved; closing the writer is the caller's job.
     `on_step(chunk_index, step, steps)` runs after every denoising step (progress; an
-    exception it raises, e.g. ComfyUI's Cancel, stops the run between steps)."""
+    exception it raises, e.g. ComfyUI's Cancel, stops the run between steps);
+    `on_decode(chunk_index, frame, frames)` after every latent frame the VAE decodes (the
+    same, during the decode)."""
     start = time.perf_counter()
     result = RunResult(stream.chunk_index, frames_written, 0.0, False, stream, vae_cache)
     if total_chunks is not None and stream.chunk_index >= total_chunks:
         return result
     for step in stream_chunks(model, stream, chunks=total_chunks, prompts=prompts, on_step=on_step):
-        video, vae_cache = vae.decode_chunk(step.chunk.content, vae_cache)
+        if on_decode is None:
+            video, vae_cache = vae.decode_chunk(step.chunk.content, vae_cache)
+        else:
+            index = step.chunk.index
+
+            def on_frame(done: int, frames: int, index: int = index) -> None:
+                on_decode(index, done, frames)
+
+            video, vae_cache = vae.decode_chunk(step.chunk.content, vae_cache, on_frame=on_frame)
         frames = to_frames(video)
         writer.write(frames)
         frames_written += frames.shape[0]

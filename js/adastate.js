@@ -1,128 +1,106 @@
-// AdaState frontend extension: live chunk preview on Generate Stream while it runs, and an
-// in-node player for the saved video of Generate Stream / Video Combine (AdaState).
+// AdaState frontend extension: a progress badge on Generate Stream (AdaState) while it runs.
+//
+// ComfyUI itself shows everything else on our nodes, exactly as on its own nodes: the live
+// preview of each decoded chunk (the node's progress preview) and, when a node finishes, its
+// saved video (a player for mp4/webm, an animated image for webp, the image for gif). This
+// extension never touches the core's preview state (node.imgs, preview widgets): it only draws
+// a small badge above the node's title, so it can neither hide nor break the core's drawing.
+//
+// The server sends `adastate.chunk` only to the browser tab that queued the prompt; the event
+// also names the frontend workflow and the node, and is ignored unless this tab shows that
+// workflow and the node there is a Generate Stream node.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
-const VIDEO_NODES = new Set(["AdaState_Generate", "AdaState_VideoCombine"]);
-const VIDEO_EXT = /\.(mp4|webm|mov|mkv)$/i;
+const GENERATE = "AdaState_Generate";
+const BADGE_HEIGHT = 18;
 
-function viewUrl(file) {
-  const params = new URLSearchParams({
-    filename: file.filename ?? "",
-    subfolder: file.subfolder ?? "",
-    type: file.type ?? "output",
-  });
-  return api.apiURL(`/view?${params.toString()}&t=${Date.now()}`);
+function graphId() {
+  return app.graph?.id ?? null;
 }
 
-function findNode(id) {
-  if (id === undefined || id === null || !app.graph) return null;
-  return app.graph.getNodeById(Number(id)) ?? app.graph.getNodeById(id) ?? null;
-}
-
-// One DOM widget per node holding a status line and an <img>/<video> element.
-function mediaWidget(node) {
-  if (node.__adastate) return node.__adastate;
-  const box = document.createElement("div");
-  box.style.cssText = "display:flex;flex-direction:column;gap:2px;width:100%;";
-  const label = document.createElement("div");
-  label.style.cssText = "font-size:11px;opacity:0.8;min-height:14px;";
-  const holder = document.createElement("div");
-  holder.style.cssText = "width:100%;";
-  box.append(label, holder);
-  let widget = null;
-  if (typeof node.addDOMWidget === "function") {
-    widget = node.addDOMWidget("adastate_media", "adastate_media", box, {
-      serialize: false,
-      hideOnZoom: false,
-    });
+// Execution ids are "12" at the top level and "7:12" inside subgraphs (newer frontends).
+function findNode(executionId) {
+  if (executionId === undefined || executionId === null || !app.graph) return null;
+  let graph = app.graph;
+  let node = null;
+  for (const part of String(executionId).split(":")) {
+    node = graph?.getNodeById?.(Number(part)) ?? graph?.getNodeById?.(part) ?? null;
+    if (!node) return null;
+    graph = node.subgraph ?? null;
   }
-  node.__adastate = { box, label, holder, widget, url: null };
-  return node.__adastate;
+  return node;
 }
 
-function show(node, element, text) {
-  const w = mediaWidget(node);
-  w.holder.replaceChildren(element);
-  if (text !== undefined) w.label.textContent = text;
-  element.style.cssText = "width:100%;max-height:360px;object-fit:contain;";
-  node.setDirtyCanvas?.(true, true);
+function status(d) {
+  const file = d.filename ? ` → ${d.filename}` : "";
+  return `chunk ${d.chunk}/${d.total} · ${d.frames} frames${file}`;
 }
 
-function showFile(node, file) {
-  const url = viewUrl(file);
-  let el;
-  if (VIDEO_EXT.test(file.filename ?? "")) {
-    el = document.createElement("video");
-    Object.assign(el, { src: url, controls: true, loop: true, muted: true, autoplay: true });
-    el.playsInline = true;
-  } else {
-    el = document.createElement("img");
-    el.src = url;
+function drawBadge(node, ctx, text) {
+  const titleHeight = globalThis.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;
+  ctx.save();
+  ctx.font = "12px sans-serif";
+  const maxWidth = Math.max(60, node.size[0]);
+  let shown = text;
+  while (shown.length > 4 && ctx.measureText(shown).width + 12 > maxWidth) {
+    shown = `${shown.slice(0, -2)}…`;
   }
-  show(node, el, file.filename);
-  node.imgs = undefined; // keep the core image preview from drawing over the player
+  const width = ctx.measureText(shown).width + 12;
+  const y = -titleHeight - BADGE_HEIGHT - 4;
+  ctx.fillStyle = "rgba(30, 90, 160, 0.9)";
+  ctx.beginPath();
+  if (ctx.roundRect) ctx.roundRect(0, y, width, BADGE_HEIGHT, 6);
+  else ctx.rect(0, y, width, BADGE_HEIGHT);
+  ctx.fill();
+  ctx.fillStyle = "#fff";
+  ctx.textBaseline = "middle";
+  ctx.fillText(shown, 6, y + BADGE_HEIGHT / 2);
+  ctx.restore();
 }
-
-let running = null; // id of the AdaState_Generate node executing now
 
 app.registerExtension({
   name: "adastate.streaming",
 
   setup() {
-    api.addEventListener("executing", (e) => {
-      const id = e.detail?.node ?? e.detail;
-      const node = findNode(id);
-      running = node && node.type === "AdaState_Generate" ? node.id : null;
-    });
-
-    // the chunk just decoded (our JPEG progress preview)
-    const onPreview = (blob) => {
-      const node = findNode(running);
-      if (!node || !(blob instanceof Blob)) return;
-      const w = mediaWidget(node);
-      if (w.url) URL.revokeObjectURL(w.url);
-      w.url = URL.createObjectURL(blob);
-      const img = document.createElement("img");
-      img.src = w.url;
-      show(node, img);
-    };
-    api.addEventListener("b_preview", (e) => onPreview(e.detail));
-    api.addEventListener("b_preview_with_metadata", (e) => {
-      const d = e.detail ?? {};
-      if (d.nodeId !== undefined && findNode(d.nodeId)?.type === "AdaState_Generate") {
-        running = findNode(d.nodeId).id;
-      }
-      onPreview(d.blob);
-    });
-
     api.addEventListener("adastate.chunk", (e) => {
       const d = e.detail ?? {};
-      const node = findNode(d.node) ?? findNode(running);
-      if (!node) return;
-      const text = `chunk ${Number(d.chunk) + 1}/${d.total} · ${d.frames} frames → ${d.filename ?? ""}`;
-      if (d.preview?.filename) {
-        // the last frame of the chunk just decoded, saved by the node in ComfyUI's temp folder
-        const img = document.createElement("img");
-        img.src = viewUrl(d.preview);
-        show(node, img, text);
-      } else {
-        mediaWidget(node).label.textContent = text;
-        node.setDirtyCanvas?.(true, false);
-      }
+      const here = graphId();
+      if (d.workflow_id && here && d.workflow_id !== here) return; // another workflow's run
+      const node = findNode(d.node);
+      if (!node || node.type !== GENERATE) return;
+      node.__adastateStatus = status(d);
+      node.__adastatePrompt = d.prompt_id ?? null;
+      node.setDirtyCanvas?.(true, false);
     });
   },
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (!VIDEO_NODES.has(nodeData?.name)) return;
+    if (nodeData?.name !== GENERATE) return;
+
+    const onExecutionStart = nodeType.prototype.onExecutionStart;
+    nodeType.prototype.onExecutionStart = function () {
+      this.__adastateStatus = null; // a new run: drop the last run's badge
+      return onExecutionStart?.apply(this, arguments);
+    };
+
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (message) {
-      const result = onExecuted?.apply(this, arguments);
+      const file = message?.images?.[0]?.filename;
+      this.__adastateStatus = file ? `saved ${file}` : null;
+      return onExecuted?.apply(this, arguments);
+    };
+
+    const onDrawForeground = nodeType.prototype.onDrawForeground;
+    nodeType.prototype.onDrawForeground = function (ctx) {
+      const result = onDrawForeground?.apply(this, arguments);
       try {
-        const files = message?.images ?? message?.gifs ?? [];
-        if (files.length) showFile(this, files[files.length - 1]);
+        if (this.__adastateStatus && !this.flags?.collapsed) {
+          drawBadge(this, ctx, this.__adastateStatus);
+        }
       } catch (err) {
-        console.warn("[AdaState] could not show the video", err);
+        this.__adastateStatus = null; // never let a badge break the canvas
+        console.warn("[AdaState] badge not drawn", err);
       }
       return result;
     };

@@ -40,7 +40,7 @@ class AttentionProbe:
         dit = use_model(model, stream.state.config)
         shares = attention_shares(dit, state_to(stream.state, dit.device), step)
         title = (
-            f"attention share per cache position: chunk {shares.chunk_index}, step {step} "
+            f"attention share per cache position: chunk {shares.chunk_index + 1}, step {step} "
             f"(mass on the cache {shares.off_diagonal:.3f})"
         )
         chart = render_bar_chart(shares.share.tolist(), list(shares.labels), title)

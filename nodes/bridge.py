@@ -5,7 +5,6 @@ tests swap in a small fake (tests/fake_comfy) with the same signatures."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -122,11 +121,11 @@ def save_path(prefix: str, folder: str, width: int, height: int) -> tuple[str, s
     return full_folder, filename, counter, subfolder
 
 
-def next_file(prefix: str, folder: str, width: int, height: int, ext: str) -> tuple[Path, str]:
-    """A new file name `<prefix>_00001.<ext>` under `folder` -> (path, subfolder)."""
-    full_folder, filename, counter, subfolder = save_path(prefix, folder, width, height)
-    os.makedirs(full_folder, exist_ok=True)
-    return Path(full_folder) / f"{filename}_{counter:05}.{ext}", subfolder
+def numbered_name(filename: str, counter: int, ext: str) -> str:
+    """ComfyUI's output naming, `<prefix>_00001_.<ext>`: the trailing `_` is what
+    `get_save_image_path` recognises when it picks the next counter, so a re-run never reuses
+    a number (a name without it is never counted and the same number comes back every run)."""
+    return f"{filename}_{counter:05}_.{ext}"
 
 
 # -- progress, events, outputs -------------------------------------------------------------------
@@ -138,32 +137,34 @@ def progress(total: int) -> Any:
     return comfy.utils.ProgressBar(total)
 
 
-def save_temp_preview(image: Any, name: str) -> dict[str, str]:
-    """Write a PIL image as JPEG into ComfyUI's temp folder (replacing the previous one of the
-    same name, atomically) -> the /view file reference the frontend shows."""
-    folder = Path(temp_directory())
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{name}.partial"
-    image.convert("RGB").save(tmp, format="JPEG", quality=85)
-    os.replace(tmp, folder / name)
-    return {"filename": name, "subfolder": "", "type": "temp"}
-
-
 def jpeg_preview(image: Any) -> tuple[str, Any, int]:
     """The `preview` argument of ProgressBar.update_absolute for a PIL image."""
     return ("JPEG", image, PREVIEW_SIZE)
 
 
+def executing_prompt_id() -> str | None:
+    """The id of the prompt being executed (None outside one, or on hosts without it)."""
+    try:
+        from comfy_execution.utils import get_executing_context
+    except ImportError:
+        return None
+    context = get_executing_context()
+    return None if context is None else str(context.prompt_id)
+
+
 def send_event(name: str, data: dict) -> None:
-    """Send a custom message to the frontend; nothing happens without a running server."""
+    """Send a custom message to the browser tab that queued the running prompt, as ComfyUI
+    sends its own progress (`server.client_id`): never broadcast to every open tab. Nothing is
+    sent without a server or when the prompt came without a client id (API use)."""
     try:
         import server
 
         instance = server.PromptServer.instance
     except (ImportError, AttributeError):
         return
-    if instance is not None:
-        instance.send_sync(name, data)
+    client = getattr(instance, "client_id", None)
+    if instance is not None and client is not None:
+        instance.send_sync(name, data, client)
 
 
 def video_output(path: str | os.PathLike) -> Any:

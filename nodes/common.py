@@ -187,10 +187,60 @@ def pil_image(frame: Tensor):
     return Image.fromarray(array)
 
 
+def create_video(
+    prefix: str, folder: str, width: int, height: int, format: str, **writer_args
+) -> tuple:
+    """A new numbered video file for `prefix` in `folder` (ComfyUI naming `<prefix>_00001_.mp4`,
+    the counter past every earlier file), opened for writing -> (writer, path, subfolder).
+    The file is created exclusively: an existing file (or link) is never overwritten or
+    followed; if one appears under the chosen name, the next number is taken."""
+    from pathlib import Path
+
+    from adastate_core.io import OutputExistsError, open_writer
+
+    full_folder, filename, counter, subfolder = bridge.save_path(prefix, folder, width, height)
+    for _ in range(100_000):
+        path = Path(full_folder) / bridge.numbered_name(filename, counter, format)
+        try:
+            writer = open_writer(path, format=format, exclusive=True, **writer_args)
+        except OutputExistsError:
+            counter += 1
+            continue
+        return writer, path, subfolder
+    raise NodeInputError(
+        f"no free file name for {prefix!r} in {full_folder}: choose another filename_prefix"
+    )
+
+
+def discard_if_empty(writer) -> None:
+    """After a failure: close `writer` and delete its file if no frame reached it (the node
+    created it for this run; a file with frames is kept: it plays)."""
+    import contextlib
+
+    with contextlib.suppress(Exception):
+        writer.close()
+    if writer.frames_written == 0:
+        with contextlib.suppress(OSError):
+            writer.path.unlink()
+
+
+def workflow_id(extra_pnginfo: Any) -> str | None:
+    """The id of the frontend workflow that queued the prompt (None from the API)."""
+    if isinstance(extra_pnginfo, dict):
+        workflow = extra_pnginfo.get("workflow")
+        if isinstance(workflow, dict) and workflow.get("id") is not None:
+            return str(workflow["id"])
+    return None
+
+
 def video_ui(path, subfolder: str, kind: str = "output") -> dict:
+    """The node's UI output: ComfyUI's frontend plays an `animated` mp4/webm in the node and
+    shows animated webp as an image; a gif is shown as an image (not `animated`, which
+    would make the frontend try a video player that cannot play gif)."""
+    animated = path.suffix.lower() != ".gif"
     return {
         "images": [{"filename": path.name, "subfolder": subfolder, "type": kind}],
-        "animated": (True,),
+        "animated": (animated,),
     }
 
 

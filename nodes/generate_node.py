@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from adastate_core.io import open_writer
 from adastate_core.pipeline import ChunkReport, generate
 from adastate_core.stream import FPS, init_stream
 from adastate_core.vae import estimate_cache_bytes
@@ -18,6 +17,8 @@ from .common import (
     POSITIVE_INPUT,
     VAE_INPUT,
     chunk_count,
+    create_video,
+    discard_if_empty,
     file_metadata,
     pil_image,
     preview_indices,
@@ -28,6 +29,7 @@ from .common import (
     streaming_decoder,
     use_model,
     video_ui,
+    workflow_id,
 )
 
 EVENT = "adastate.chunk"
@@ -100,22 +102,32 @@ class Generate:
         )  # fmt: skip
         total = int(chunks) if chunks and chunks > 0 else chunk_count(seconds, config)
         schedule = prompt_schedule(config, positive, prompts)
-        path, subfolder = bridge.next_file(
-            filename_prefix, bridge.output_directory(), width, height, format
-        )
+        bridge.save_path(filename_prefix, bridge.output_directory(), width, height)  # checks it
         decoder = streaming_decoder(vae)
         vae_cache = estimate_cache_bytes(height, width, decoder.dtype, dim=decoder.dim)
         dit = use_model(model, config, extra=vae_cache)
         stream = init_stream(dit, schedule.at(0), config)
 
+        # progress units per chunk: the denoising steps, then the latent frames decoded
+        per_chunk = len(config.schedule.steps) + config.chunk
         n_steps = len(config.schedule.steps)
-        bar = bridge.progress(total * n_steps)
+        bar = bridge.progress(total * per_chunk)
         keep = preview_indices(config.frames_after(total), preview_frames)
         kept: list[torch.Tensor] = []
+        where = {
+            "node": unique_id,
+            "prompt_id": bridge.executing_prompt_id(),
+            "workflow_id": workflow_id(extra_pnginfo),
+        }
 
         def on_step(chunk: int, step: int, steps_: int) -> None:
-            bar.update_absolute(chunk * steps_ + step, total * steps_)
+            bar.update_absolute(chunk * per_chunk + step, total * per_chunk)
             bridge.check_interrupted()
+
+        def on_decode(chunk: int, frame: int, frames: int) -> None:
+            bridge.check_interrupted()  # Cancel during a long decode stops it at once
+            if frame < frames:
+                bar.update_absolute(chunk * per_chunk + n_steps + frame, total * per_chunk)
 
         def on_chunk(report: ChunkReport) -> None:
             start = report.frames_written - report.frames.shape[0]
@@ -125,21 +137,19 @@ class Generate:
                 if i in keep
             )
             image = pil_image(report.frames[-1])
-            bar.update_absolute((report.index + 1) * n_steps, total * n_steps,
+            # ComfyUI's own live preview (the node's canvas image while it runs)
+            bar.update_absolute((report.index + 1) * per_chunk, total * per_chunk,
                                 bridge.jpeg_preview(image))  # fmt: skip
-            image.thumbnail((bridge.PREVIEW_SIZE, bridge.PREVIEW_SIZE))
-            shown = bridge.save_temp_preview(image, f"adastate_preview_{unique_id or 0}.jpg")
             bridge.send_event(
                 EVENT,
                 {
-                    "node": unique_id,
-                    "chunk": report.index,
+                    **where,
+                    "chunk": report.index + 1,  # 1-based, as shown to the user
                     "total": total,
                     "frames": report.frames_written,
                     "filename": path.name,
                     "subfolder": subfolder,
                     "type": "output",
-                    "preview": shown,
                 },
             )
 
@@ -151,8 +161,12 @@ class Generate:
             anchor=anchor_policy,
             settings=config.to_json(),
         )
+        writer, path, subfolder = create_video(
+            filename_prefix, bridge.output_directory(), width, height, format,
+            fps=FPS, crf=crf, metadata=metadata,
+        )  # fmt: skip
         try:
-            with open_writer(path, fps=FPS, crf=crf, metadata=metadata, format=format) as writer:
+            with writer:
                 generate(
                     dit,
                     decoder,
@@ -162,7 +176,11 @@ class Generate:
                     prompts=schedule,
                     on_chunk=on_chunk,
                     on_step=on_step,
+                    on_decode=on_decode,
                 )
+        except BaseException:
+            discard_if_empty(writer)  # keeps a file that holds finished chunks
+            raise
         finally:
             del stream
             bridge.soft_empty_cache()

@@ -51,6 +51,22 @@ class NodeChunk:
 
 
 @dataclass(frozen=True)
+class DecoderState:
+    """ADASTATE_DECODER: the Wan VAE decoder after the chunks it has decoded, named by the
+    content hashes of their latents. Decode passes it to the next chunk's Decode, so the graph
+    orders the decodes and each chunk is decoded once. The causal cache itself (~1.9 GB at
+    480x832) is not in the value: it lives in the Decode nodes' bounded memo under this key and
+    is rebuilt exactly from the chunk history if it was dropped."""
+
+    decoder: str  # the memo token of the decoder (one per native VAE)
+    hashes: tuple[str, ...]
+
+    @property
+    def chunks(self) -> int:
+        return len(self.hashes)
+
+
+@dataclass(frozen=True)
 class PromptList:
     """ADASTATE_PROMPTS: (seconds, CONDITIONING) switch points, first at 0 s."""
 

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from adastate_core.io import open_writer
-
 from . import bridge
-from .common import CATEGORY, CRF_INPUT, FORMAT_INPUT, file_metadata, video_ui
+from .common import (
+    CATEGORY,
+    CRF_INPUT,
+    FORMAT_INPUT,
+    create_video,
+    discard_if_empty,
+    file_metadata,
+    video_ui,
+)
 
 
 class VideoCombine:
@@ -52,9 +58,16 @@ class VideoCombine:
             raise ValueError(f"images must be IMAGE frames [N, H, W, 3], got {list(images.shape)}")
         folder = bridge.output_directory() if save_output else bridge.temp_directory()
         height, width = int(images.shape[1]), int(images.shape[2])
-        path, subfolder = bridge.next_file(filename_prefix, folder, width, height, format)
         metadata = file_metadata(prompt, extra_pnginfo, generator="adastate")
-        with open_writer(path, fps=frame_rate, crf=crf, metadata=metadata, format=format) as writer:
-            writer.write(images)
+        writer, path, subfolder = create_video(
+            filename_prefix, folder, width, height, format,
+            fps=frame_rate, crf=crf, metadata=metadata,
+        )  # fmt: skip
+        try:
+            with writer:
+                writer.write(images)
+        except BaseException:
+            discard_if_empty(writer)
+            raise
         ui = video_ui(path, subfolder, "output" if save_output else "temp")
         return {"ui": ui, "result": (str(path), bridge.video_output(path))}

@@ -10,6 +10,7 @@ import json
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,7 +58,7 @@ INPUT_ORDER = [
                             "steps", "shift", "seed"]),
     ("AdaState_DenoiseChunk", ["model", "stream", "positive", "recache"]),
     ("AdaState_UpdateState", ["model", "stream", "chunk"]),
-    ("AdaState_Decode", ["vae", "chunk"]),
+    ("AdaState_Decode", ["vae", "chunk", "decoder"]),
     ("AdaState_VideoCombine", ["images", "frame_rate", "format", "crf", "filename_prefix",
                                "save_output"]),
     ("AdaState_Generate", ["model", "positive", "vae", "width", "height", "seconds",
@@ -259,14 +260,18 @@ def test_granular_graph_generate_and_pipeline_give_identical_frames(host, model,
     assert entry["type"] == "output" and filename.endswith(entry["filename"])
     assert count_frames(filename) == FRAMES
     chunk_events = [d for e, d in host.events if e == "adastate.chunk"]
-    assert [d["chunk"] for d in chunk_events] == list(range(CHUNKS))
+    assert [d["chunk"] for d in chunk_events] == list(range(1, CHUNKS + 1))  # as users count
     assert chunk_events[-1] == {**chunk_events[-1], "node": "12", "total": CHUNKS, "frames": FRAMES}
-    shown = chunk_events[-1]["preview"]  # the frontend shows this file while the run goes on
-    assert shown == {"filename": "adastate_preview_12.jpg", "subfolder": "", "type": "temp"}
-    assert (host.temp_dir / shown["filename"]).stat().st_size > 0
+    assert chunk_events[-1]["filename"] == entry["filename"] and "preview" not in chunk_events[-1]
+    # sent only to the tab that queued the prompt (the server's client_id), never broadcast
+    assert host.event_clients == ["fake-client"] * CHUNKS
+    # ComfyUI's own live preview: one JPEG per decoded chunk through the progress bar
     jpeg = [p for _, _, p in host.progress if p is not None]
     assert len(jpeg) == CHUNKS and all(p[0] == "JPEG" for p in jpeg)
-    assert host.progress[-1][:2] == (CHUNKS * 4, CHUNKS * 4)
+    per_chunk = 4 + 3  # denoising steps, then the latent frames decoded
+    assert host.progress[-1][:2] == (CHUNKS * per_chunk, CHUNKS * per_chunk)
+    values = [v for v, total, _ in host.progress if total == CHUNKS * per_chunk]
+    assert values == sorted(values) and {5, 6} <= set(values)  # the decode reports progress
 
     # a bounded preview: evenly spaced frames, first and last included
     assert preview_indices(FRAMES, 5) == {0, 11, 22, 33, 44}
@@ -317,7 +322,107 @@ def test_cancel_leaves_a_playable_partial_file(host, model, vae):
         generate_node(model, conditioning(), vae)
     (video,) = host.output_dir.glob("*.mp4")
     assert count_frames(video) == StreamConfig(height=H, width=W).frames_after(2)
-    assert [d["chunk"] for e, d in host.events if e == "adastate.chunk"] == [0, 1]
+    assert [d["chunk"] for e, d in host.events if e == "adastate.chunk"] == [1, 2]
+
+
+def test_cancel_during_a_decode_stops_at_once_and_keeps_finished_chunks(host, model, vae,
+                                                                         monkeypatch):  # fmt: skip
+    per_chunk = 4 + 3
+    real = nodes.bridge.progress
+
+    def progress(total):
+        bar = real(total)
+        update = bar.update_absolute
+
+        def update_absolute(value, total=None, preview=None):
+            update(value, total, preview)
+            if value == 2 * per_chunk + 4 + 1:  # chunk 3: its first latent frame decoded
+                host.interrupted = True
+
+        bar.update_absolute = update_absolute
+        return bar
+
+    monkeypatch.setattr(nodes.bridge, "progress", progress)
+    with pytest.raises(InterruptProcessingException):
+        generate_node(model, conditioning(), vae)
+    (video,) = host.output_dir.glob("*.mp4")
+    assert count_frames(video) == StreamConfig(height=H, width=W).frames_after(2)
+    # stopped inside the decode of chunk 3 (its second frame never decoded)
+    assert max(v for v, _, _ in host.progress) == 2 * per_chunk + 4 + 1
+
+
+def test_a_run_stopped_before_any_frame_leaves_no_file(host, model, vae):
+    host.interrupted = True  # Cancel pressed before the first step finished
+    with pytest.raises(InterruptProcessingException):
+        generate_node(model, conditioning(), vae)
+    assert list(host.output_dir.rglob("*")) == []
+
+
+def test_runs_never_overwrite_earlier_files(host, model, vae, monkeypatch):
+    first = generate_node(model, conditioning(), vae, seed=1)["result"][1]
+    second = generate_node(model, conditioning(), vae, seed=2)["result"][1]
+    # ComfyUI's numbering: the counter advances past every earlier file
+    assert [Path(first).name, Path(second).name] == ["AdaState_00001_.mp4", "AdaState_00002_.mp4"]
+    assert not np.array_equal(read_frames(first), read_frames(second))
+    images = torch.rand(3, H, W, 3)
+    combine = NODES["AdaState_VideoCombine"]().combine
+    names = [Path(combine(images, 16.0, "mp4", 19, "AdaState", True)["result"][0]).name
+             for _ in range(2)]  # fmt: skip
+    assert names == ["AdaState_00003_.mp4", "AdaState_00004_.mp4"]
+
+    # a file (or a link) appearing under the chosen name is never written over or through
+    target = host.output_dir / "precious.txt"
+    target.write_text("keep me")
+    taken = host.output_dir / "race_00001_.mp4"
+    taken.symlink_to(target)
+    other = host.output_dir / "race_00002_.mp4"
+    other.write_bytes(b"someone else's video")
+    fp = sys.modules["folder_paths"]
+    real = fp.get_save_image_path
+    monkeypatch.setattr(  # as if both appeared after ComfyUI counted the folder
+        fp, "get_save_image_path", lambda *a, **k: (*real(*a, **k)[:2], 1, *real(*a, **k)[3:])
+    )
+    path = Path(combine(images, 16.0, "mp4", 19, "race", True)["result"][0])
+    assert path.name == "race_00003_.mp4" and count_frames(path) == 3
+    assert target.read_text() == "keep me" and other.read_bytes() == b"someone else's video"
+    assert taken.is_symlink()
+
+
+def test_decode_chain_decodes_each_chunk_once(host, model, vae):
+    _, chunks = granular(model, conditioning())
+    reference = decode_all(vae, chunks)
+    MEMO.clear()
+    MEMO.decoded_chunks = 0
+    decoder, frames = None, []
+    for chunk in chunks:  # Decode Chunk k gets the `decoder` output of Decode Chunk k-1
+        images, decoder = run("AdaState_Decode", vae, chunk, decoder)
+        frames.append(images)
+        assert len(MEMO) == 1  # one decoder cache held, whatever the length
+    assert torch.equal(torch.cat(frames), reference)
+    assert MEMO.decoded_chunks == CHUNKS and decoder.chunks == CHUNKS
+
+    # without the chain (older workflows) the frames are still exact, in any order
+    MEMO.clear()
+    MEMO.decoded_chunks = 0
+    assert torch.equal(decode_all(vae, chunks, order=[3, 2, 1, 0]), reference)
+    assert MEMO.decoded_chunks > CHUNKS
+
+    # a dropped cache (another video decoded meanwhile) is rebuilt exactly from the history
+    MEMO.clear()
+    decoders = [None]
+    for chunk in chunks:
+        decoders.append(run("AdaState_Decode", vae, chunk, decoders[-1])[1])
+    MEMO.clear()
+    assert torch.equal(run("AdaState_Decode", vae, chunks[3], decoders[3])[0], reference[33:])
+
+    # wrong wiring is named
+    with pytest.raises(AdaStateError, match="has decoded 1 chunk.*this is chunk 3.*chunk 2"):
+        run("AdaState_Decode", vae, chunks[2], decoders[1])
+    _, others = granular(model, conditioning(3), chunks=2)
+    with pytest.raises(AdaStateError, match="another stream"):
+        run("AdaState_Decode", vae, others[1], decoders[1])
+    with pytest.raises(AdaStateError, match="another VAE"):
+        run("AdaState_Decode", FakeVAE(random_vae(dim=8, seed=9)), chunks[1], decoders[1])
 
 
 def test_prompt_schedule_matches_a_granular_prompt_switch(host, model, vae):
@@ -345,7 +450,7 @@ def test_video_combine_saves_frames_with_the_workflow(host):
     path, video = out["result"]
     assert video is None
     assert out["ui"] == {
-        "images": [{"filename": "AdaState_00001.webp", "subfolder": "clips", "type": "output"}],
+        "images": [{"filename": "AdaState_00001_.webp", "subfolder": "clips", "type": "output"}],
         "animated": (True,),
     }
     assert count_frames(path) == 9
@@ -353,6 +458,7 @@ def test_video_combine_saves_frames_with_the_workflow(host):
     assert json.loads(meta["prompt"]) == prompt and json.loads(meta["workflow"]) == workflow
     again = cls().combine(images, 16.0, "gif", 19, "AdaState", False)
     assert again["ui"]["images"][0]["type"] == "temp"
+    assert again["ui"]["animated"] == (False,)  # the frontend shows a gif as an image
     assert again["result"][0].startswith(str(host.temp_dir))
 
 

@@ -40,7 +40,11 @@ def tensor_digest(t: Tensor) -> str:
 
 
 class DecodeMemo:
-    """LRU of decoder caches keyed by (decoder, hashes of the latents decoded so far)."""
+    """Bounded store of decoder caches keyed by (decoder, hashes of the latents decoded so far).
+
+    Storing the cache after chunk k drops the one after chunk k-1 of the same video (its only
+    use was to decode chunk k), so a chain of decodes holds one cache, and `max_entries` bounds
+    what several interleaved videos hold (each cache is ~1.9 GB at 480x832 bf16)."""
 
     def __init__(self, max_entries: int = 2):
         self.max_entries = max_entries
@@ -50,24 +54,37 @@ class DecodeMemo:
     def clear(self) -> None:
         self._entries.clear()
 
+    def __len__(self) -> int:
+        return len(self._entries)
+
     @staticmethod
-    def _decoder_key(decoder: WanVAEDecoder) -> str:
+    def decoder_key(decoder: WanVAEDecoder) -> str:
+        """A token naming `decoder` (its caches are only valid for it)."""
         token = decoder.__dict__.get("_memo_token")
         if token is None:
             token = decoder.__dict__["_memo_token"] = uuid.uuid4().hex
         return token
 
+    def holds(self, decoder: WanVAEDecoder, hashes: Sequence[str]) -> bool:
+        """Whether the cache after the latents with these hashes is stored."""
+        return (self.decoder_key(decoder), tuple(hashes)) in self._entries
+
     def _store(self, key: tuple, cache: DecoderCache) -> None:
+        owner, hashes = key
+        self._entries.pop((owner, hashes[:-1]), None)  # the parent: superseded
         self._entries[key] = cache
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
-    def decode(self, decoder: WanVAEDecoder, history: Sequence[Tensor], z: Tensor) -> Tensor:
+    def decode(
+        self, decoder: WanVAEDecoder, history: Sequence[Tensor], z: Tensor
+    ) -> tuple[Tensor, tuple[str, ...]]:
         """Decode latent chunk `z` [B, 16, C, h, w] (normalised) that follows the chunks in
-        `history` (same layout) -> video [B, 3, T, 8h, 8w] in 0..1, exactly the frames a
-        one-shot decode of history + z gives for z."""
-        owner = self._decoder_key(decoder)
+        `history` (same layout) -> (video [B, 3, T, 8h, 8w] in 0..1, exactly the frames a
+        one-shot decode of history + z gives for z; the hashes of history + z, the key of the
+        decoder cache now stored for the next chunk)."""
+        owner = self.decoder_key(decoder)
         hashes = [tensor_digest(t) for t in history]
         start, cache = 0, None
         for i in range(len(history), 0, -1):
@@ -82,5 +99,6 @@ class DecodeMemo:
             self.decoded_chunks += 1
         video, cache = decoder.decode_chunk(z.to(device), cache)
         self.decoded_chunks += 1
-        self._store((owner, (*hashes, tensor_digest(z))), cache)
-        return video
+        key = (*hashes, tensor_digest(z))
+        self._store((owner, key), cache)
+        return video, key

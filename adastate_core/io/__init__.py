@@ -3,6 +3,7 @@
 from .video import (
     FORMATS,
     SUFFIXES,
+    OutputExistsError,
     VideoIOError,
     VideoWriter,
     count_frames,
@@ -16,6 +17,7 @@ from .video import (
 __all__ = [
     "FORMATS",
     "SUFFIXES",
+    "OutputExistsError",
     "VideoIOError",
     "VideoWriter",
     "count_frames",

@@ -103,6 +103,11 @@ class VideoIOError(AdaStateError):
     """A video file that cannot be written or read as asked."""
 
 
+class OutputExistsError(VideoIOError, FileExistsError):
+    """`open_writer(..., exclusive=True)` found something at the path (a file, a link or a
+    folder): nothing was written; pick another name."""
+
+
 def _import_av() -> Any:
     try:
         import av
@@ -399,14 +404,23 @@ class _FileWriter(VideoWriter):
     (uncommits) and cuts off everything after the write that ended at the resume frame, so the
     file is again exactly as that write left it."""
 
-    def __init__(self, path: Path, *, resume_frames: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self, path: Path, *, resume_frames: int = 0, exclusive: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(path, **kwargs)
         self._end = 0  # file size after the last complete write
         if resume_frames:
             self._file = self._resume(resume_frames)
             return
         try:
-            self._file = open(path, "wb")  # noqa: SIM115 - held open until close()
+            if exclusive:
+                self._file = _create_exclusive(path)
+            else:
+                self._file = open(path, "wb")  # noqa: SIM115 - held open until close()
+        except FileExistsError:
+            raise OutputExistsError(
+                f"{path} already exists; nothing was written (choose another name)"
+            ) from None
         except OSError as err:
             raise _unwritable(path, err) from None
 
@@ -909,8 +923,10 @@ class _PngWriter(VideoWriter):
 
     format = "png"
 
-    def __init__(self, path: Path, *, resume_frames: int = 0, **kwargs: Any) -> None:
-        super().__init__(path, **kwargs)
+    def __init__(
+        self, path: Path, *, resume_frames: int = 0, exclusive: bool = False, **kwargs: Any
+    ) -> None:
+        super().__init__(path, **kwargs)  # exclusive: earlier frames are always refused
         self.folder, self.stem = _png_layout(path)
         if resume_frames:
             self._resume(resume_frames)
@@ -1038,6 +1054,17 @@ _WRITERS: dict[str, type[VideoWriter]] = {
 }
 
 
+def _create_exclusive(path: Path) -> Any:
+    """Open a new file for writing; FileExistsError if anything is at `path` already, a
+    symbolic link included (it is never followed)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    if os.path.lexists(path):  # O_EXCL already refuses; this also covers a dangling link
+        raise FileExistsError(17, "File exists", str(path))
+    fd = os.open(path, flags, 0o666)
+    return os.fdopen(fd, "wb")
+
+
 def _unwritable(path: Path, err: OSError) -> VideoIOError:
     return VideoIOError(
         f"cannot write video to {path}: it is not writable ({err.strerror or err}); "
@@ -1073,13 +1100,16 @@ def open_writer(
     metadata: dict[str, str] | None = None,
     format: str | None = None,
     resume_frames: int = 0,
+    exclusive: bool = False,
 ) -> VideoWriter:
     """A progressive writer for `path`; see the module docstring for the formats.
 
     fps: frames per second (MP4, WebM, WebP, GIF). crf: quality for MP4 (0..51) and WebM
     (0..63), lower is better. metadata: strings to embed (prompt, seed, settings); read them
     back with `read_metadata`. format: 'mp4', 'webm', 'webp', 'gif' or 'png' (default: from the
-    suffix). An existing file is replaced; the parent folder is created if missing.
+    suffix). An existing file is replaced, unless `exclusive`: then the file is created only if
+    nothing is at `path` (never through a symbolic link) and `OutputExistsError` says so
+    otherwise, before anything is written. The parent folder is created if missing.
 
     resume_frames: N > 0 continues a video that this module wrote (with the same format and
     fps, and for MP4 the same crf) after its first N frames, e.g. those of a saved run state:
@@ -1104,6 +1134,8 @@ def open_writer(
         raise VideoIOError(
             f"resume_frames must be a whole number of frames >= 0 (0: a new video), got {given!r}"
         )
+    if exclusive and not resume_frames and kind != "png" and os.path.lexists(path):
+        raise OutputExistsError(f"{path} already exists; nothing was written (choose another name)")
     if kind != "png":
         if not resume_frames:
             try:
@@ -1115,7 +1147,10 @@ def open_writer(
                 f"cannot write video to {path}: it is a folder; give a file name such as "
                 f"{path / ('video.' + kind)}"
             )
-    return _WRITERS[kind](path, fps=fps, crf=crf, metadata=checked, resume_frames=resume_frames)
+    return _WRITERS[kind](
+        path, fps=fps, crf=crf, metadata=checked, resume_frames=resume_frames,
+        exclusive=bool(exclusive),
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------

@@ -56,7 +56,10 @@ COMPUTE_WEIGHT = re.compile(
 
 # What a file that is not a usable Wan2.1 T2V DiT looks like, and what to tell the user.
 # (predicate over the set of stripped key names, message); the first match wins.
-WAN_T2V_FILE = "wan2.1_t2v_1.3B_fp16.safetensors or a causal checkpoint such as self_forcing_dmd.pt"
+WAN_T2V_FILE = (
+    "a causal few-step Wan2.1 T2V checkpoint such as self_forcing_dmd.pt (Self-Forcing; not the "
+    "base wan2.1_t2v_1.3B model, which is not distilled for chunk-wise sampling)"
+)
 
 
 def _any(keys: Iterable[str], *needles: str) -> bool:

@@ -19,7 +19,7 @@ A cache pre-filled with zeros is not the same as no cache: it skips the "Rep" st
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -372,6 +372,7 @@ class WanVAEDecoder(nn.Module):
         *,
         normalised: bool = True,
         clamp: bool = True,
+        on_frame: Callable[[int, int], None] | None = None,
     ) -> tuple[Tensor, DecoderCache]:
         """Decode the next latent frames of a video, continuing from `cache` (None: new video).
 
@@ -379,7 +380,8 @@ class WanVAEDecoder(nn.Module):
         LATENT). Returns (video, new cache); video: [B, 3, T, 8h, 8w] fp32 with T = 1 + 4(F-1)
         for the first chunk of a video and 4F after, in [0, 1] (clamped to [-1, 1] then mapped
         (x+1)/2), or the raw [-1, 1]-space decoder output with `clamp=False`. Neither `z` nor
-        `cache` is modified.
+        `cache` is modified. `on_frame(done, total)` runs after each latent frame (progress);
+        an exception it raises (e.g. a Cancel) abandons the chunk, `cache` still intact.
         """
         self._check_input(z, cache)
         x = self.denormalise(z) if normalised else z
@@ -390,6 +392,8 @@ class WanVAEDecoder(nn.Module):
             step = _Step(histories)
             frames.append(self.decoder(x[:, :, i : i + 1], step))
             histories = tuple(step.new)
+            if on_frame is not None:
+                on_frame(i + 1, x.shape[2])
         video = torch.cat(frames, dim=2).float()
         if clamp:
             video = video.clamp_(-1.0, 1.0).add_(1.0).mul_(0.5)

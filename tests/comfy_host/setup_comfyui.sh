@@ -17,9 +17,13 @@
 #     nms/qnms, so `import torchvision` raises "operator torchvision::nms does not exist".
 #     We guard those two decorators the same way (only when the ops did not load); ComfyUI only
 #     needs torchvision's pure-Python parts.
-#  4. torchaudio is left out: no wheel matches torch 2.13 and the available ones cannot load
-#     their compiled library; ComfyUI then skips its two audio node modules (logged as
-#     "IMPORT FAILED: nodes_audio.py / nodes_audio_encoder.py") and runs everything else.
+#  4. torchaudio: no wheel matches torch 2.13 and the available ones cannot load their
+#     compiled library. ComfyUI 0.3.x runs without it (it skips its two audio node modules,
+#     logged as "IMPORT FAILED: nodes_audio.py / nodes_audio_encoder.py"), but newer ComfyUI
+#     (0.2x) imports it from comfy.sd, so for those (`import torchaudio` in comfy/sd.py's
+#     imports) we install the newest wheel --no-deps and make its library load a soft failure
+#     (_load_lib returns False, as for a build without the extension): audio nodes then fail
+#     at use, everything else runs.
 #  5. This project, editable (safetensors, einops, numpy, pillow, av), and a symlink
 #     COMFYUI_DIR/custom_nodes/adastate -> this checkout (skip with ADASTATE_NO_LINK=1).
 #  6. Smoke check: `python main.py --cpu --quick-test-for-ci` (boots, loads all nodes, exits 0).
@@ -61,6 +65,26 @@ if new != src:
     print(f"guarded the unguarded register_fake calls in {path}")
 PY
 "$PY" -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+
+if grep -rqs "^import torchaudio" "$COMFYUI_DIR/comfy/ldm/lightricks/vae/audio_vae.py" \
+        "$COMFYUI_DIR/comfy/audio_encoders/audio_encoders.py"; then
+    "${PIP[@]}" --no-deps "torchaudio==${TORCHAUDIO_VERSION:-2.11.1}"
+    "$PY" - <<'PY'
+import importlib.util, pathlib
+spec = importlib.util.find_spec("torchaudio")
+path = pathlib.Path(spec.submodule_search_locations[0]) / "_extension" / "utils.py"
+src = path.read_text()
+old = "def _load_lib(lib: str) -> bool:"
+if old in src and "_adastate_guard" not in src:
+    src = src.replace(old, "def _load_lib(lib: str) -> bool:  # _adastate_guard\n"
+                      "    try:\n        return _load_lib_unguarded(lib)\n"
+                      "    except OSError:\n        return False\n\n\n"
+                      "def _load_lib_unguarded(lib: str) -> bool:", 1)
+    path.write_text(src)
+    print(f"made the library load of {path} a soft failure")
+PY
+    "$PY" -c "import torchaudio; print('torchaudio', torchaudio.__version__)"
+fi
 
 "${PIP[@]}" -c "$work/constraints.txt" -e "$REPO"
 

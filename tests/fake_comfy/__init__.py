@@ -29,6 +29,7 @@ class FakeHost:
     output_dir: Path
     temp_dir: Path
     events: list = field(default_factory=list)
+    event_clients: list = field(default_factory=list)
     progress: list = field(default_factory=list)
     loads: list = field(default_factory=list)
     interrupted: bool = False
@@ -170,13 +171,15 @@ def _server(host: FakeHost) -> types.ModuleType:
 
     class PromptServer:
         instance = None
+        client_id = "fake-client"  # the real server sets it to the queuing tab's id
 
         def send_sync(self, event, data, sid=None):
             host.events.append((event, data))
+            host.event_clients.append(sid)
             if (
                 event == "adastate.chunk"
                 and host.interrupt_after_chunks is not None
-                and data["chunk"] + 1 >= host.interrupt_after_chunks
+                and data["chunk"] >= host.interrupt_after_chunks  # 1-based
             ):
                 host.interrupted = True
 
