@@ -381,6 +381,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .model.convert import convert_checkpoint
+
+    path = convert_checkpoint(args.source, args.target, dtype=args.dtype)
+    size = path.stat().st_size / 2**30
+    print(f"wrote {path} ({size:.2f} GiB, ComfyUI repack safetensors)")
+    return 0
+
+
 def _cmd_tiny_model(args: argparse.Namespace) -> int:
     from .model.random_weights import TINY, save_random_checkpoint
 
@@ -503,6 +512,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="attention heads (default: from the file's config, else width / 128)",
     )
     info.set_defaults(func=_cmd_info)
+
+    convert = sub.add_parser(
+        "convert",
+        help="write a DiT checkpoint (e.g. self_forcing_dmd.pt) as a ComfyUI .safetensors",
+    )
+    convert.add_argument("source", help="any checkpoint `adastate info` recognises")
+    convert.add_argument("target", help="the new .safetensors file (never overwritten)")
+    convert.add_argument(
+        "--dtype", choices=["fp32", "fp16", "bf16"], default=None,
+        help="dtype of the output (default: the source's; fp16 for fp8 files)",
+    )  # fmt: skip
+    convert.set_defaults(func=_cmd_convert)
 
     tiny = sub.add_parser(
         "tiny-model", help="write a tiny random-weight DiT checkpoint (smoke tests, no download)"

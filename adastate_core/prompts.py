@@ -28,8 +28,10 @@ class TimedPrompt:
     text: str
 
 
-def parse_schedule(text: str) -> list[TimedPrompt]:
-    """`"0:a | 5:b"` or a plain prompt -> [(0, a), (5, b)], sorted, starting at 0."""
+def parse_schedule(text: str, *, from_zero: bool = True) -> list[TimedPrompt]:
+    """`"0:a | 5:b"` or a plain prompt -> [(0, a), (5, b)], sorted, starting at 0.
+    `from_zero=False` also accepts a schedule whose first switch is later (the caller has a
+    prompt for the start, e.g. the node's `positive`)."""
     parts = [
         p.strip()
         for p in re.split(r"\s*\|\s*|\n", text)
@@ -48,7 +50,7 @@ def parse_schedule(text: str) -> list[TimedPrompt]:
         )
     out = [TimedPrompt(float(m.group(1)), m.group(2).strip()) for m in timed]
     out.sort(key=lambda p: p.seconds)
-    if out[0].seconds != 0:
+    if from_zero and out[0].seconds != 0:
         raise PromptError(
             f"the prompt schedule starts at {out[0].seconds:g} s; it needs a prompt at 0 s"
         )

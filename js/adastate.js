@@ -1,10 +1,12 @@
-// AdaState frontend extension: a progress badge on Generate Stream (AdaState) while it runs.
+// AdaState frontend extension: the live chunk preview and progress badge of Generate Stream
+// (AdaState) while it runs.
 //
-// ComfyUI itself shows everything else on our nodes, exactly as on its own nodes: the live
-// preview of each decoded chunk (the node's progress preview) and, when a node finishes, its
-// saved video (a player for mp4/webm, an animated image for webp, the image for gif). This
-// extension never touches the core's preview state (node.imgs, preview widgets): it only draws
-// a small badge above the node's title, so it can neither hide nor break the core's drawing.
+// ComfyUI itself shows the finished outputs of our nodes exactly as on its own nodes (a player
+// for mp4/webm, an animated image for webp, the image for gif). This extension never touches
+// the core's preview state (node.imgs, the core preview widgets); it owns one DOM widget of its
+// own, present only while a stream runs (the last frame of each decoded chunk, a JPEG the node
+// writes to ComfyUI's temp folder), removed when the node finishes so the core's player takes
+// its place, and a badge drawn above the title. Drawing errors of ours never reach LiteGraph.
 //
 // The server sends `adastate.chunk` only to the browser tab that queued the prompt; the event
 // also names the frontend workflow and the node, and is ignored unless this tab shows that
@@ -13,11 +15,8 @@ import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
 const GENERATE = "AdaState_Generate";
+const LIVE = "adastate_live_preview";
 const BADGE_HEIGHT = 18;
-
-function graphId() {
-  return app.graph?.id ?? null;
-}
 
 // Execution ids are "12" at the top level and "7:12" inside subgraphs (newer frontends).
 function findNode(executionId) {
@@ -32,9 +31,47 @@ function findNode(executionId) {
   return node;
 }
 
-function status(d) {
-  const file = d.filename ? ` → ${d.filename}` : "";
-  return `chunk ${d.chunk}/${d.total} · ${d.frames} frames${file}`;
+function viewUrl(file) {
+  const params = new URLSearchParams({
+    filename: file.filename ?? "",
+    subfolder: file.subfolder ?? "",
+    type: file.type ?? "temp",
+  });
+  return api.apiURL(`/view?${params.toString()}&t=${Date.now()}`);
+}
+
+function liveWidget(node) {
+  const found = node.widgets?.find((w) => w.name === LIVE);
+  if (found) return found;
+  if (typeof node.addDOMWidget !== "function") return null;
+  const img = document.createElement("img");
+  img.style.cssText = "width:100%;height:100%;object-fit:contain;display:block;";
+  img.alt = "AdaState: last decoded chunk";
+  const widget = node.addDOMWidget(LIVE, "adastate_live", img, {
+    serialize: false,
+    hideOnZoom: false,
+  });
+  widget.serialize = false;
+  widget.__img = img;
+  widget.__aspect = 9 / 16;
+  // reserve room in the node's layout, as the core's own preview widgets do
+  widget.computeLayoutSize = () => {
+    const width = Math.max(64, (node.size?.[0] ?? 320) - 20);
+    return { minHeight: Math.round(width * widget.__aspect), minWidth: 64 };
+  };
+  img.onload = () => {
+    if (img.naturalWidth > 0) widget.__aspect = img.naturalHeight / img.naturalWidth;
+    node.setDirtyCanvas?.(true, true);
+  };
+  return widget;
+}
+
+function removeLive(node) {
+  const i = node.widgets?.findIndex((w) => w.name === LIVE) ?? -1;
+  if (i < 0) return;
+  node.widgets[i].onRemove?.();
+  node.widgets.splice(i, 1);
+  node.setDirtyCanvas?.(true, true);
 }
 
 function drawBadge(node, ctx, text) {
@@ -59,19 +96,30 @@ function drawBadge(node, ctx, text) {
   ctx.restore();
 }
 
+function onChunk(d) {
+  const here = app.graph?.id ?? null;
+  if (d.workflow_id && here && d.workflow_id !== here) return; // another workflow's run
+  const node = findNode(d.node);
+  if (!node || node.type !== GENERATE) return;
+  const file = d.filename ? ` → ${d.filename}` : "";
+  node.__adastateStatus = `chunk ${d.chunk}/${d.total} · ${d.frames} frames${file}`;
+  if (d.preview?.filename) {
+    const widget = liveWidget(node);
+    if (widget) widget.__img.src = viewUrl(d.preview);
+  }
+  node.setDirtyCanvas?.(true, true);
+}
+
 app.registerExtension({
   name: "adastate.streaming",
 
   setup() {
     api.addEventListener("adastate.chunk", (e) => {
-      const d = e.detail ?? {};
-      const here = graphId();
-      if (d.workflow_id && here && d.workflow_id !== here) return; // another workflow's run
-      const node = findNode(d.node);
-      if (!node || node.type !== GENERATE) return;
-      node.__adastateStatus = status(d);
-      node.__adastatePrompt = d.prompt_id ?? null;
-      node.setDirtyCanvas?.(true, false);
+      try {
+        onChunk(e.detail ?? {});
+      } catch (err) {
+        console.warn("[AdaState] chunk preview not shown", err);
+      }
     });
   },
 
@@ -86,8 +134,13 @@ app.registerExtension({
 
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (message) {
-      const file = message?.images?.[0]?.filename;
-      this.__adastateStatus = file ? `saved ${file}` : null;
+      try {
+        removeLive(this); // the core's player for the saved video takes its place
+        const file = message?.images?.[0]?.filename;
+        this.__adastateStatus = file ? `saved ${file}` : null;
+      } catch (err) {
+        console.warn("[AdaState] live preview not removed", err);
+      }
       return onExecuted?.apply(this, arguments);
     };
 

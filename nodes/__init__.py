@@ -19,15 +19,15 @@ from .video_nodes import VideoCombine  # noqa: E402
 
 _NODES = (
     ("AdaState_LoadModel", LoadModel, "Load AdaState Model"),
-    ("AdaState_InitCache", InitCache, "Init Cache"),
-    ("AdaState_DenoiseChunk", DenoiseChunk, "Denoise Chunk"),
-    ("AdaState_UpdateState", UpdateState, "Update State"),
-    ("AdaState_Decode", Decode, "Decode"),
+    ("AdaState_InitCache", InitCache, "AdaState Init Cache"),
+    ("AdaState_DenoiseChunk", DenoiseChunk, "AdaState Denoise Chunk"),
+    ("AdaState_UpdateState", UpdateState, "AdaState Update State"),
+    ("AdaState_Decode", Decode, "AdaState Decode Chunk"),
     ("AdaState_VideoCombine", VideoCombine, "Video Combine (AdaState)"),
     ("AdaState_Generate", Generate, "Generate Stream (AdaState)"),
-    ("AdaState_PromptSchedule", PromptScheduleNode, "Prompt Schedule"),
-    ("AdaState_DecodeState", DecodeState, "Decode State"),
-    ("AdaState_AttentionProbe", AttentionProbe, "Attention Probe"),
+    ("AdaState_PromptSchedule", PromptScheduleNode, "AdaState Prompt Schedule"),
+    ("AdaState_DecodeState", DecodeState, "AdaState Decode Hidden State"),
+    ("AdaState_AttentionProbe", AttentionProbe, "AdaState Attention Probe"),
 )
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {node_id: cls for node_id, cls, _ in _NODES}

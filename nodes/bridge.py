@@ -5,12 +5,13 @@ tests swap in a small fake (tests/fake_comfy) with the same signatures."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
 
 MODEL_SUFFIXES = (".safetensors", ".pt", ".pth")
-PREVIEW_SIZE = 512  # max side of the JPEG previews sent with the progress bar
+PREVIEW_SIZE = 512  # max side of the JPEG chunk previews shown while a stream runs
 
 
 # -- devices and memory --------------------------------------------------------------------------
@@ -137,9 +138,15 @@ def progress(total: int) -> Any:
     return comfy.utils.ProgressBar(total)
 
 
-def jpeg_preview(image: Any) -> tuple[str, Any, int]:
-    """The `preview` argument of ProgressBar.update_absolute for a PIL image."""
-    return ("JPEG", image, PREVIEW_SIZE)
+def save_temp_preview(image: Any, name: str) -> dict[str, str]:
+    """Write a PIL image as JPEG into ComfyUI's temp folder (replacing the previous one of the
+    same name, atomically) -> the /view file reference the frontend shows."""
+    folder = Path(temp_directory())
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{name}.partial"
+    image.convert("RGB").save(tmp, format="JPEG", quality=85)
+    os.replace(tmp, folder / name)
+    return {"filename": name, "subfolder": "", "type": "temp"}
 
 
 def executing_prompt_id() -> str | None:

@@ -154,12 +154,15 @@ def conditioning_tensor(conditioning: Any, name: str = "positive") -> Tensor:
 def prompt_schedule(
     config: StreamConfig, positive: Any, prompts: PromptList | None
 ) -> PromptSchedule:
-    """The prompt of the whole stream: `prompts` if connected, else `positive` throughout."""
+    """The prompt of the whole stream: `positive` from 0 s, switching at the times of
+    `prompts` if connected (a schedule line at 0 s replaces `positive`)."""
     if prompts is None:
         return PromptSchedule.single(conditioning_tensor(positive))
     timed = [
         (sec, conditioning_tensor(c, "a prompt of the schedule")) for sec, c in prompts.entries
     ]
+    if not timed or timed[0][0] > 0:
+        timed = [(0.0, conditioning_tensor(positive)), *timed]
     return PromptSchedule.from_seconds(config, timed, recache=prompts.recache)
 
 

@@ -82,7 +82,7 @@ class Generate:
             "optional": {
                 "prompts": (
                     "ADASTATE_PROMPTS",
-                    {"tooltip": "Optional timed prompts from Prompt Schedule; they replace `positive`."},
+                    {"tooltip": "Optional prompt switches from Prompt Schedule: `positive` plays until the first switch (a schedule line at 0 s replaces it)."},
                 ),
                 "chunks": (
                     "INT",
@@ -136,10 +136,13 @@ class Generate:
                 for i in range(start, report.frames_written)
                 if i in keep
             )
+            bar.update_absolute((report.index + 1) * per_chunk, total * per_chunk)
+            # the chunk's last frame, shown live on the node by js/adastate.js. Not sent as a
+            # progress preview: ComfyUI's frontend prefers a node's progress previews over its
+            # outputs, so the finished video would never replace the last preview.
             image = pil_image(report.frames[-1])
-            # ComfyUI's own live preview (the node's canvas image while it runs)
-            bar.update_absolute((report.index + 1) * per_chunk, total * per_chunk,
-                                bridge.jpeg_preview(image))  # fmt: skip
+            image.thumbnail((bridge.PREVIEW_SIZE, bridge.PREVIEW_SIZE))
+            shown = bridge.save_temp_preview(image, f"adastate_preview_{unique_id or 0}.jpg")
             bridge.send_event(
                 EVENT,
                 {
@@ -150,6 +153,7 @@ class Generate:
                     "filename": path.name,
                     "subfolder": subfolder,
                     "type": "output",
+                    "preview": shown,
                 },
             )
 

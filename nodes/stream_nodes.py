@@ -159,8 +159,9 @@ class UpdateState:
 
 class PromptScheduleNode:
     DESCRIPTION = (
-        "A timed prompt schedule for Generate Stream: one `seconds: prompt` per line (the first "
-        "at 0), e.g. '0: a cat walks' / '5: the cat runs'. Prompts switch at chunk boundaries."
+        "Timed prompt switches for Generate Stream: one `seconds: prompt` per line, e.g. "
+        "'10: the fox starts to run'. Generate's `positive` prompt plays until the first "
+        "switch (a line at 0 s replaces it). Prompts switch at chunk boundaries."
     )
     CATEGORY = f"{CATEGORY}/prompts"
     FUNCTION = "schedule"
@@ -178,7 +179,7 @@ class PromptScheduleNode:
                 ),
                 "text": (
                     "STRING",
-                    {"multiline": True, "default": "0: a red fox walks through deep snow\n5: the fox starts to run", "tooltip": "One 'seconds: prompt' per line, the first at 0 s; '#' starts a comment. A single line without a time is one prompt for the whole video."},
+                    {"multiline": True, "default": "5: the fox starts to run\n10: the fox leaps over a frozen stream", "tooltip": "One 'seconds: prompt' per line; '#' starts a comment. Generate's positive prompt plays from 0 s until the first line's time; a line at 0 s replaces it."},
                 ),
                 "recache": (
                     "BOOLEAN",
@@ -188,5 +189,8 @@ class PromptScheduleNode:
         }  # fmt: skip
 
     def schedule(self, clip, text: str, recache: bool):
-        entries = tuple((p.seconds, bridge.encode_text(clip, p.text)) for p in parse_schedule(text))
+        entries = tuple(
+            (p.seconds, bridge.encode_text(clip, p.text))
+            for p in parse_schedule(text, from_zero=False)
+        )
         return (PromptList(entries, bool(recache)),)

@@ -376,3 +376,48 @@ def test_reading_is_lazy_and_single_pass(tmp_path, monkeypatch):
     assert reads == []
     loader.load_dit(path, **KW)
     assert sorted(reads) == sorted(SD)
+
+
+def test_cli_convert_self_forcing_pt_to_comfyui_safetensors(tmp_path):
+    """`adastate convert` turns a Self-Forcing .pt into a ComfyUI-repack safetensors (the format
+    ComfyUI's missing-models dialog can download) with identical weights, and never replaces
+    an existing file."""
+    from safetensors import safe_open
+
+    from adastate_core.model.random_weights import save_random_checkpoint
+
+    pt = save_random_checkpoint(
+        tmp_path / "self_forcing_dmd.pt", TINY, seed=7, layout="self-forcing"
+    )
+    out = tmp_path / "models" / "self_forcing_dmd.safetensors"
+    res = _cli("convert", str(pt), str(out))
+    assert res.returncode == 0, res.stderr
+    assert "ComfyUI repack safetensors" in res.stdout
+    assert inspect_checkpoint(out).format == "ComfyUI repack safetensors, bf16"
+    _same(load_state_dict(out), load_state_dict(pt))
+    with safe_open(str(out), "pt") as f:
+        assert all(k.startswith("model.diffusion_model.") for k in f.keys())
+        assert f.metadata()["converted_from"] == "self_forcing_dmd.pt"
+    assert load_dit(out).config == TINY  # heads / text length kept in the metadata
+
+    before = out.read_bytes()
+    again = _cli("convert", str(pt), str(out))
+    assert again.returncode == 2 and "never overwritten" in again.stderr
+    assert "Traceback" not in again.stderr and out.read_bytes() == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["self_forcing_dmd.safetensors"]
+
+    fp16 = tmp_path / "fp16.safetensors"
+    assert _cli("convert", str(out), str(fp16), "--dtype", "fp16").returncode == 0
+    assert inspect_checkpoint(fp16).format == "ComfyUI repack safetensors, fp16"
+    bad = _cli("convert", str(pt), str(tmp_path / "x.pt"))
+    assert bad.returncode == 2 and ".safetensors" in bad.stderr
+
+
+def test_convert_applies_fp8_scales(tmp_path):
+    from adastate_core.model.convert import convert_checkpoint
+
+    q, expected = _fp8_scaled(SD)
+    src = tmp_path / "fp8.safetensors"
+    save_file(q, str(src), {"config": '{"num_heads": 4, "text_len": 16}'})
+    out = convert_checkpoint(src, tmp_path / "dequant.safetensors", dtype="fp32")
+    _same(load_state_dict(out), expected)

@@ -262,12 +262,14 @@ def test_granular_graph_generate_and_pipeline_give_identical_frames(host, model,
     chunk_events = [d for e, d in host.events if e == "adastate.chunk"]
     assert [d["chunk"] for d in chunk_events] == list(range(1, CHUNKS + 1))  # as users count
     assert chunk_events[-1] == {**chunk_events[-1], "node": "12", "total": CHUNKS, "frames": FRAMES}
-    assert chunk_events[-1]["filename"] == entry["filename"] and "preview" not in chunk_events[-1]
+    assert chunk_events[-1]["filename"] == entry["filename"]
+    shown = chunk_events[-1]["preview"]  # the frontend shows this file while the run goes on
+    assert shown == {"filename": "adastate_preview_12.jpg", "subfolder": "", "type": "temp"}
+    assert (host.temp_dir / shown["filename"]).stat().st_size > 0
     # sent only to the tab that queued the prompt (the server's client_id), never broadcast
     assert host.event_clients == ["fake-client"] * CHUNKS
-    # ComfyUI's own live preview: one JPEG per decoded chunk through the progress bar
-    jpeg = [p for _, _, p in host.progress if p is not None]
-    assert len(jpeg) == CHUNKS and all(p[0] == "JPEG" for p in jpeg)
+    # no progress-bar previews: the frontend would show them instead of the finished video
+    assert all(p is None for _, _, p in host.progress)
     per_chunk = 4 + 3  # denoising steps, then the latent frames decoded
     assert host.progress[-1][:2] == (CHUNKS * per_chunk, CHUNKS * per_chunk)
     values = [v for v, total, _ in host.progress if total == CHUNKS * per_chunk]
@@ -439,6 +441,12 @@ def test_prompt_schedule_matches_a_granular_prompt_switch(host, model, vae):
     # without the switch the video differs from chunk `switch_at` on
     _, plain = granular(model, first)
     assert not torch.equal(decode_all(vae, plain), frames)
+    # a schedule that starts later: Generate's `positive` plays until its first switch
+    later = run("AdaState_PromptSchedule", clip, "1: a blue bird", False)[0]
+    assert [s for s, _ in later.entries] == [1.0]
+    MEMO.clear()
+    preview = generate_node(model, first, vae, prompts=later)["result"][0]
+    assert torch.equal(preview, frames)
 
 
 def test_video_combine_saves_frames_with_the_workflow(host):

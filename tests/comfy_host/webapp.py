@@ -1,0 +1,178 @@
+"""Driving the real ComfyUI web app in a browser tab (tests/comfy_host/browser.py): open it,
+load a workflow as an artist would (the template loader's call), swap in the test text
+encoder and tiny sizes, queue it with the Queue button's call, wait for it to finish, then
+inspect the canvas as drawn. Test helper; not part of the pack."""
+
+from __future__ import annotations
+
+import json
+import time
+
+# settings a new user would have answered (no first-run template dialog over the canvas)
+SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Workflow.ShowMissingModelsWarning": False}
+
+APP_READY = (
+    "window.app?.graph && window.app.canvas && window.LiteGraph?.registered_node_types"
+    "?.AdaState_Generate && window.app.extensions?.length ? 1 : 0"
+)
+
+# (workflow, widget overrides by name, node types to swap) -> node count
+LOAD = r"""
+async (workflow, overrides, swaps) => {
+  await app.loadGraphData(workflow);
+  const g = app.graph;
+  const linkOf = (id) => (g.links.get ? g.links.get(id) : g.links[id]);
+  for (const [from, to] of Object.entries(swaps)) {
+    for (const old of g.nodes.filter((n) => n.type === from)) {
+      const stub = LiteGraph.createNode(to);
+      stub.pos = [...old.pos];
+      g.add(stub);
+      for (const [slot, out] of old.outputs.entries()) {
+        for (const id of [...(out.links ?? [])]) {
+          const link = linkOf(id);
+          stub.connect(slot, g.getNodeById(link.target_id), link.target_slot);
+        }
+      }
+      g.remove(old);
+    }
+  }
+  for (const n of g.nodes) {
+    for (const w of n.widgets ?? []) {
+      if (w.name in overrides) w.value = overrides[w.name];
+    }
+  }
+  app.canvas.setDirty(true, true);
+  return g.nodes.length;
+}
+"""
+
+# queue the graph as the Queue button does; resolve when the prompt ends
+QUEUE = r"""
+async () => {
+  const api = window.comfyAPI?.api?.api ?? app.api;
+  const run = (window.__adastateRun = { done: false, status: null, prompt: null });
+  const finish = (status) => (e) => {
+    if (run.prompt && e.detail?.prompt_id && e.detail.prompt_id !== run.prompt) return;
+    run.done = true; run.status = status; run.detail = e.detail ?? null;
+  };
+  if (!window.__adastateListening) {
+    window.__adastateListening = true;
+    for (const kind of ["execution_success", "execution_error", "execution_interrupted"]) {
+      api.addEventListener(kind, (e) => window.__adastateRun?.on?.[kind]?.(e));
+    }
+  }
+  run.on = {
+    execution_success: finish("success"),
+    execution_error: finish("error"),
+    execution_interrupted: finish("interrupted"),
+  };
+  await app.queuePrompt(0, 1);
+  return true;
+}
+"""
+
+RUN_STATE = "JSON.stringify(window.__adastateRun ?? null)"
+
+# fit every node into the view below the menu bar
+FIT = r"""
+() => {
+  const c = app.canvas, g = app.graph;
+  let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+  for (const n of g.nodes) {
+    const [x, y, w, h] = n.getBounding();
+    x0 = Math.min(x0, x); y0 = Math.min(y0, y); x1 = Math.max(x1, x + w); y1 = Math.max(y1, y + h);
+  }
+  const top = 90, margin = 20;
+  const W = c.canvas.width, H = c.canvas.height - top;
+  const scale = Math.min(W / (x1 - x0 + 2 * margin), H / (y1 - y0 + 2 * margin), 1.0);
+  c.ds.scale = scale;
+  c.ds.offset = [(W / scale - (x1 - x0)) / 2 - x0, top / scale + (H / scale - (y1 - y0)) / 2 - y0];
+  c.setDirty(true, true);
+  return scale;
+}
+"""
+
+# draw one frame with every node in view; -> what was drawn, and the render loop's health
+CANVAS = r"""
+async () => {
+  const c = app.canvas, g = app.graph;
+  const drawn = new Set();
+  const own = Object.prototype.hasOwnProperty.call(c, "drawNode");
+  const orig = c.drawNode;
+  c.drawNode = function (node, ctx) { drawn.add(node.id); return orig.apply(this, arguments); };
+  let error = null;
+  try { c.draw(true, true); } catch (e) { error = String(e && e.stack || e); }
+  if (own) c.drawNode = orig; else delete c.drawNode;
+  // the render loop keeps running (a throwing draw ends it: a frozen canvas)
+  const frame = c.frame;
+  c.setDirty(true, true);
+  await new Promise((r) => setTimeout(r, 800));
+  const alive = c.frame > frame;
+  const ids = g.nodes.map((n) => n.id);
+  const rects = g.nodes.map((n) => [n.id, n.type, ...n.getBounding()]);
+  const overlaps = [];
+  for (let i = 0; i < rects.length; i++) for (let j = i + 1; j < rects.length; j++) {
+    const [a, ta, ax, ay, aw, ah] = rects[i], [b, tb, bx, by, bw, bh] = rects[j];
+    if (ax < bx + bw && bx < ax + aw && ay < by + bh && by < ay + ah) overlaps.push([a, ta, b, tb]);
+  }
+  return JSON.stringify({ drawn: [...drawn], ids, error, alive, overlaps });
+}
+"""
+
+# the media each output node shows: core players/images and their state
+MEDIA = r"""
+(types) => {
+  const out = {};
+  for (const n of app.graph.nodes.filter((n) => types.includes(n.type))) {
+    const videos = [...(n.videoContainer?.querySelectorAll?.("video") ?? [])];
+    const widgets = (n.widgets ?? []).map((w) => w.name);
+    const domVideos = videos.map((v) => ({
+      src: v.currentSrc || v.src, ready: v.readyState, connected: v.isConnected,
+      shown: v.isConnected && getComputedStyle(v).display !== "none" &&
+             v.getBoundingClientRect().width > 0,
+    }));
+    out[n.id] = {
+      type: n.type, widgets, videos: domVideos,
+      imgs: (n.imgs ?? []).map((i) => i.src), status: n.__adastateStatus ?? null,
+      size: [...n.size],
+    };
+  }
+  return JSON.stringify(out);
+}
+"""
+
+
+def open_app(tab, server, timeout: float = 120.0) -> None:
+    for key, value in SETTINGS.items():
+        try:
+            server.post(f"/settings/{key}", value)
+        except Exception:  # older hosts: the setting simply is not there
+            pass
+    tab.navigate(server.url + "/")
+    tab.wait_for(APP_READY, timeout)
+    tab.pump(1.0)
+
+
+def load(tab, workflow: dict, overrides: dict, swaps: dict | None = None) -> int:
+    return tab.call_function(LOAD, workflow, overrides, swaps or {})
+
+
+def queue_and_wait(tab, timeout: float = 900.0) -> dict:
+    tab.call_function(QUEUE)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = json.loads(tab.eval(RUN_STATE) or "null")
+        if state and state.get("done"):
+            return state
+        time.sleep(1.0)
+    raise TimeoutError(f"the queued workflow did not finish within {timeout:.0f} s")
+
+
+def canvas_report(tab) -> dict:
+    tab.call_function(FIT)
+    tab.pump(0.5)
+    return json.loads(tab.call_function(CANVAS))
+
+
+def media(tab, types: list[str]) -> dict:
+    return json.loads(tab.call_function(MEDIA, types))
