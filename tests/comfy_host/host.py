@@ -171,6 +171,83 @@ class Server:
         return root / item.get("subfolder", "") / item["filename"]
 
 
+def start_server(tmp: Path, comfy_dir: Path | None = None) -> Server:
+    """A headless ComfyUI (COMFYUI_DIR unless given) with this pack, the test pack and the tiny
+    models, answering on a free port; the caller stops it."""
+    comfy_dir = Path(comfy_dir or os.environ["COMFYUI_DIR"]).resolve()
+    if not (comfy_dir / "main.py").is_file():
+        raise RuntimeError(f"COMFYUI_DIR={comfy_dir} is not a ComfyUI checkout (no main.py)")
+    write_models(tmp / "models")
+    config = write_config(tmp, comfy_dir)
+    srv = Server(comfy_dir, tmp)
+    try:
+        srv.start(config)
+    except BaseException:
+        srv.stop()
+        raise
+    return srv
+
+
+def error_text(status: dict) -> str:
+    """The execution error of a /history status, readable."""
+    for kind, data in status.get("messages", []):
+        if kind == "execution_error":
+            trace = "".join(data.get("traceback") or [])
+            return (
+                f"{data.get('node_type')} (node {data.get('node_id')}): "
+                f"{data.get('exception_type')}: {data.get('exception_message')}\n{trace[-3000:]}"
+            )
+    return json.dumps(status)[-2000:]
+
+
+def node_of(prompt: dict, cls: str) -> str:
+    """The id of the (first) node of class `cls` in an API prompt."""
+    return next(k for k, v in prompt.items() if v["class_type"] == cls)
+
+
+def write_tiny_text_encoder(path: Path) -> Path:
+    """A tiny umT5 encoder in ComfyUI's layout (transformers names + an embedded tokenizer
+    blob): enough for the CLI to recognise it and key its prompt cache; never run."""
+    import torch
+    from safetensors.torch import save_file
+
+    d, heads, kv, ff, vocab = 8, 2, 4, 16, 64
+    g = torch.Generator().manual_seed(0)
+    t = {"shared.weight": torch.randn(vocab, d, generator=g)}
+    attn = "encoder.block.0.layer.0.SelfAttention."
+    for name in ("q", "k", "v"):
+        t[attn + name + ".weight"] = torch.randn(heads * kv, d, generator=g)
+    t[attn + "o.weight"] = torch.randn(d, heads * kv, generator=g)
+    t[attn + "relative_attention_bias.weight"] = torch.randn(32, heads, generator=g)
+    t["encoder.block.0.layer.0.layer_norm.weight"] = torch.ones(d)
+    ffn = "encoder.block.0.layer.1.DenseReluDense."
+    t[ffn + "wi_0.weight"] = torch.randn(ff, d, generator=g)
+    t[ffn + "wi_1.weight"] = torch.randn(ff, d, generator=g)
+    t[ffn + "wo.weight"] = torch.randn(d, ff, generator=g)
+    t["encoder.block.0.layer.1.layer_norm.weight"] = torch.ones(d)
+    t["encoder.final_layer_norm.weight"] = torch.ones(d)
+    t["spiece_model"] = torch.randint(0, 255, (64,), dtype=torch.uint8, generator=g)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in t.items()}, str(path))
+    return path
+
+
+def cache_stand_in_embedding(cache_dir: Path, encoder: Path, text: str) -> Path:
+    """Put the test pack's stand-in embedding of `text` (what CLIPTextEncode gives in the host
+    test) into the CLI's prompt cache for `encoder`, so `adastate generate` conditions on
+    exactly the host's rows without running a text encoder."""
+    from test_nodes_pack import TEXT_LEN, FakeWanCLIP
+
+    from adastate_core.text.cache import EmbeddingCache
+    from adastate_core.text.encoder import encoder_identity
+
+    cond = FakeWanCLIP(0).encode_from_tokens_scheduled({"text": text})[0][0]
+    length = min(TEXT_LEN, 2 + len(text.split()))
+    assert not cond[0, length:].any() and cond[0, length - 1].any()
+    identity = encoder_identity(encoder, device="cpu")
+    return EmbeddingCache(cache_dir).put(text, identity, cond[0, :length])
+
+
 def shrink(prompt: dict, seconds: float = SECONDS) -> dict:
     """An example API workflow at tiny sizes, on the tiny models, with the test text encoder."""
     out = json.loads(json.dumps(prompt))

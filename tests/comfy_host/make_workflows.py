@@ -5,7 +5,11 @@
 
 Widget values are listed in each node's widget order (docs/nodes.md; core nodes as in
 ComfyUI 0.3.64); a seed widget is followed in the UI format by its control_after_generate
-value. tests/test_workflows.py checks both files against the node classes.
+value. The UI files also carry what an artist reads first: titled groups, Markdown notes
+(frontend-only nodes, absent from the API twins) and a view that opens below the menu bar.
+File names are what ComfyUI's template browser shows as titles; each has a `.jpg` thumbnail
+beside it (tests/comfy_host/make_thumbnails.py renders them in the real web app).
+tests/test_workflows.py checks both files against the node classes.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ OUTPUTS = {
     "AdaState_InitCache": [("stream", "ADASTATE_STREAM")],
     "AdaState_DenoiseChunk": [("chunk", "ADASTATE_CHUNK"), ("latent", "LATENT")],
     "AdaState_UpdateState": [("stream", "ADASTATE_STREAM")],
-    "AdaState_Decode": [("images", "IMAGE")],
+    "AdaState_Decode": [("images", "IMAGE"), ("decoder", "ADASTATE_DECODER")],
     "AdaState_DecodeState": [("images", "IMAGE")],
     "AdaState_AttentionProbe": [("chart", "IMAGE")],
     "AdaState_VideoCombine": [("filename", "STRING"), ("video", "VIDEO")],
@@ -61,6 +65,7 @@ OUTPUTS = {
     "ImageBatch": [("IMAGE", "IMAGE")],
     "ImageStitch": [("IMAGE", "IMAGE")],
     "PreviewImage": [],
+    "MarkdownNote": [],
 }
 
 # socket inputs (name, type) in order, per class; widgets are given per node below
@@ -77,7 +82,11 @@ SOCKETS = {
         ("stream", "ADASTATE_STREAM"),
         ("chunk", "ADASTATE_CHUNK"),
     ],
-    "AdaState_Decode": [("vae", "VAE"), ("chunk", "ADASTATE_CHUNK")],
+    "AdaState_Decode": [
+        ("vae", "VAE"),
+        ("chunk", "ADASTATE_CHUNK"),
+        ("decoder", "ADASTATE_DECODER"),
+    ],
     "AdaState_DecodeState": [("vae", "VAE"), ("chunk", "ADASTATE_CHUNK")],
     "AdaState_AttentionProbe": [("model", "ADASTATE_MODEL"), ("stream", "ADASTATE_STREAM")],
     "AdaState_VideoCombine": [("images", "IMAGE")],
@@ -94,23 +103,32 @@ SOCKETS = {
     "ImageBatch": [("image1", "IMAGE"), ("image2", "IMAGE")],
     "ImageStitch": [("image1", "IMAGE"), ("image2", "IMAGE")],
     "PreviewImage": [("images", "IMAGE")],
+    "MarkdownNote": [],
 }
 
 OPTIONAL_SOCKETS = {("AdaState_DenoiseChunk", "positive"), ("AdaState_Generate", "prompts"),
-                    ("ImageStitch", "image2")}  # fmt: skip
+                    ("ImageStitch", "image2"), ("AdaState_Decode", "decoder")}  # fmt: skip
+UI_ONLY = {"MarkdownNote"}  # frontend-only nodes: not in the API format
 
 TITLES = {
     "AdaState_LoadModel": "Load AdaState Model",
-    "AdaState_InitCache": "Init Cache",
-    "AdaState_DenoiseChunk": "Denoise Chunk",
-    "AdaState_UpdateState": "Update State",
-    "AdaState_Decode": "Decode",
-    "AdaState_DecodeState": "Decode State",
-    "AdaState_AttentionProbe": "Attention Probe",
+    "AdaState_InitCache": "AdaState Init Cache",
+    "AdaState_DenoiseChunk": "AdaState Denoise Chunk",
+    "AdaState_UpdateState": "AdaState Update State",
+    "AdaState_Decode": "AdaState Decode Chunk",
+    "AdaState_DecodeState": "AdaState Decode Hidden State",
+    "AdaState_AttentionProbe": "AdaState Attention Probe",
     "AdaState_VideoCombine": "Video Combine (AdaState)",
     "AdaState_Generate": "Generate Stream (AdaState)",
-    "AdaState_PromptSchedule": "Prompt Schedule",
+    "AdaState_PromptSchedule": "AdaState Prompt Schedule",
 }
+
+# room each node takes on the canvas (LiteGraph: 30 px title, 20 px per slot row, 24 px per
+# widget), so groups enclose their nodes and nothing overlaps, players included
+WIDTH = 340
+MULTILINE = {"text"}  # multiline text widgets take ~4 rows
+VIDEO_ROOM = 260  # what the frontend's player adds below an output node after a run
+GROUP_PAD = 40  # group title bar above its first node
 
 
 @dataclass
@@ -122,23 +140,53 @@ class Node:
     title: str | None = None
     models: list[dict] | None = None
     links: dict[str, tuple[int, int]] = field(default_factory=dict)  # input -> (node, slot)
+    size: tuple[int, int] | None = None  # default: estimated from slots and widgets
+
+    def extent(self) -> tuple[int, int]:
+        """(width, height) of the node body (the 30 px title bar is above pos)."""
+        if self.size is not None:
+            return self.size
+        rows = max(len(SOCKETS[self.type]), len(OUTPUTS[self.type]))
+        widgets = sum(5 if name in MULTILINE else 1 for name, _ in self.widgets)
+        widgets += sum(1 for name, _ in self.widgets if name == "seed")  # control_after_generate
+        return WIDTH, 16 + 22 * rows + 24 * widgets
+
+
+@dataclass
+class Group:
+    title: str
+    members: list[Node]
+    color: str = "#3f789e"
+    extra_height: int = 0  # room kept for what appears after a run (players, previews)
 
 
 class Graph:
-    def __init__(self) -> None:
+    def __init__(self, view: tuple[float, float, float] = (0.6, 40.0, 170.0)) -> None:
         self.nodes: list[Node] = []
+        self.groups: list[Group] = []
+        self.view = view  # (scale, offset x, offset y): opens with the top row below the menu
 
-    def add(self, type_, widgets=(), pos=(0, 0), title=None, models=None, **links) -> Node:
-        node = Node(len(self.nodes) + 1, type_, list(widgets), pos, title, models)
+    def add(self, type_, widgets=(), pos=(0, 0), title=None, models=None, size=None,
+            **links) -> Node:  # fmt: skip
+        node = Node(len(self.nodes) + 1, type_, list(widgets), pos, title, models, size=size)
         for name, src in links.items():
             node.links[name] = src if isinstance(src, tuple) else (src.id, 0)
         self.nodes.append(node)
         return node
 
+    def note(self, text: str, pos: tuple[int, int], size: tuple[int, int]) -> Node:
+        """A Markdown note (frontend only)."""
+        return self.add("MarkdownNote", [("text", text)], pos=pos, size=size)
+
+    def group(self, title: str, *members: Node, color: str = "#3f789e", extra_height: int = 0):
+        self.groups.append(Group(title, list(members), color, extra_height))
+
     # -- API format ------------------------------------------------------------------------------
     def api(self) -> dict:
         out = {}
         for n in self.nodes:
+            if n.type in UI_ONLY:
+                continue
             inputs = {name: value for name, value in n.widgets}
             for name, (src, slot) in n.links.items():
                 inputs[name] = [str(src), slot]
@@ -190,7 +238,7 @@ class Graph:
                 "id": n.id,
                 "type": n.type,
                 "pos": list(n.pos),
-                "size": [320, 60 + 26 * (len(widgets) + max(len(inputs), len(outputs)))],
+                "size": list(n.extent()),
                 "flags": {},
                 "order": order[n.id],
                 "mode": 0,
@@ -201,7 +249,10 @@ class Graph:
             }
             if n.title:
                 node["title"] = n.title
+            if n.type in UI_ONLY:
+                node["color"], node["bgcolor"] = "#432", "#653"
             nodes.append(node)
+        scale, ox, oy = self.view
         return {
             "id": str(uuid.uuid5(uuid.NAMESPACE_URL, json.dumps(self.api(), sort_keys=True))),
             "revision": 0,
@@ -209,11 +260,20 @@ class Graph:
             "last_link_id": len(links),
             "nodes": nodes,
             "links": links,
-            "groups": [],
+            "groups": [self._group(i + 1, g) for i, g in enumerate(self.groups)],
             "config": {},
-            "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}},
+            "extra": {"ds": {"scale": scale, "offset": [ox, oy]}},
             "version": 0.4,
         }
+
+    @staticmethod
+    def _group(gid: int, g: Group) -> dict:
+        x0 = min(n.pos[0] for n in g.members) - 15
+        y0 = min(n.pos[1] for n in g.members) - 30 - GROUP_PAD
+        x1 = max(n.pos[0] + n.extent()[0] for n in g.members) + 15
+        y1 = max(n.pos[1] + n.extent()[1] for n in g.members) + 15 + g.extra_height
+        return {"id": gid, "title": g.title, "bounding": [x0, y0, x1 - x0, y1 - y0],
+                "color": g.color, "font_size": 24, "flags": {}}  # fmt: skip
 
     def _order(self) -> dict[int, int]:
         done: dict[int, int] = {}
@@ -226,23 +286,41 @@ class Graph:
 
 # -- the common front of every graph -------------------------------------------------------------
 
+MODELS_NOTE = (
+    "**Models** (ComfyUI `models/` folders):\n\n"
+    "* `diffusion_models/self_forcing_dmd.pt`: the causal Wan2.1 DiT, from "
+    "[gdhe17/Self-Forcing](https://huggingface.co/gdhe17/Self-Forcing/tree/main/checkpoints). "
+    "ComfyUI before 0.2x cannot download `.pt` files from its missing-models dialog: download "
+    "it by hand, or convert it with `adastate convert self_forcing_dmd.pt "
+    "self_forcing_dmd.safetensors` and pick that file here.\n"
+    "* `text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors` and `vae/wan_2.1_vae.safetensors` "
+    "from Comfy-Org/Wan_2.1_ComfyUI_repackaged (the dialog downloads them)."
+)
 
-def loaders(g: Graph, prompt: str = PROMPT, x: int = 0):
+
+def loaders(g: Graph, prompt: str = PROMPT, y: int = 420):
+    """Load AdaState Model, CLIPLoader + CLIP Text Encode and Load VAE in a 'Models' group and
+    a 'Prompt' group, with the models note above them."""
+    note = g.note(MODELS_NOTE, pos=(0, y - 330), size=(760, 250))
     model = g.add(
         "AdaState_LoadModel",
         [("dit_name", MODELS["dit"]["name"]), ("weight_dtype", "default"), ("attention", "sdpa")],
-        pos=(x, 0),
+        pos=(0, y),
         models=[MODELS["dit"]],
     )
     clip = g.add(
         "CLIPLoader",
         [("clip_name", MODELS["clip"]["name"]), ("type", "wan"), ("device", "default")],
-        pos=(x, 180),
+        pos=(0, y + 170),
         models=[MODELS["clip"]],
     )
-    text = g.add("CLIPTextEncode", [("text", prompt)], pos=(x + 360, 180), clip=clip)
-    vae = g.add("VAELoader", [("vae_name", MODELS["vae"]["name"])], pos=(x, 420),
+    vae = g.add("VAELoader", [("vae_name", MODELS["vae"]["name"])], pos=(0, y + 340),
                 models=[MODELS["vae"]])  # fmt: skip
+    text = g.add("CLIPTextEncode", [("text", prompt)], pos=(420, y), clip=clip,
+                 title="Prompt (CLIP Text Encode)", size=(360, 200))  # fmt: skip
+    g.group("Models", model, clip, vae)
+    g.group("Prompt", text, color="#8a6b3a")
+    del note
     return model, clip, text, vae
 
 
@@ -279,30 +357,59 @@ def video_combine(g, images, prefix, pos):
     return g.add("AdaState_VideoCombine", widgets, pos=pos, images=images)
 
 
+def below(node: Node, gap: int = 70) -> int:
+    """The y of a node placed under `node` (title bar and a gap in between)."""
+    return node.pos[1] + node.extent()[1] + gap
+
+
 # -- the five examples ---------------------------------------------------------------------------
+
+COL = 420  # column pitch of the chunk-by-chunk graphs
 
 
 def granular_5s() -> Graph:
     """(a) 5 s (81 frames) built chunk by chunk: 7 x Denoise Chunk / Update State / Decode."""
     g = Graph()
     model, _, text, vae = loaders(g)
-    stream = g.add("AdaState_InitCache", [*SIZE, *stream_widgets()], pos=(760, 0),
+    g.note(
+        "## A 5-second clip, chunk by chunk\n\n"
+        "Each column is one chunk (3 latent frames = 12 video frames; the first gives 9): "
+        "**Denoise Chunk** denoises it with the adaptive state, **Decode Chunk** turns it into "
+        "frames, **Update State** writes it into the K/V cache for the next chunk.\n\n"
+        "Each Decode Chunk passes its `decoder` to the next one, so every chunk is decoded "
+        "exactly once and the seams match a one-shot decode. **Frames 1-k** joins the chunks; "
+        "Video Combine saves the clip (numbered files: a run never overwrites an earlier one).",
+        pos=(820, 90), size=(COL * 3 - 60, 250),
+    )  # fmt: skip
+    stream = g.add("AdaState_InitCache", [*SIZE, *stream_widgets()], pos=(420, 700),
                    model=model, positive=text)  # fmt: skip
-    frames = None
+    g.group("Start the stream", stream, color="#3f5e8a")
+    frames = decoder = None
+    top = 420
     for k in range(7):
-        x = 1140 + 380 * k
-        chunk = g.add("AdaState_DenoiseChunk", [("recache", False)], pos=(x, 0),
+        x = 820 + COL * k
+        chunk = g.add("AdaState_DenoiseChunk", [("recache", False)], pos=(x, top),
                       title=f"Denoise Chunk {k + 1}", model=model, stream=stream)  # fmt: skip
-        images = g.add("AdaState_Decode", [], pos=(x, 200), title=f"Decode {k + 1}",
-                       vae=vae, chunk=(chunk.id, 0))  # fmt: skip
+        links = {"vae": vae, "chunk": (chunk.id, 0)}
+        if decoder is not None:
+            links["decoder"] = (decoder.id, 1)
+        decoder = g.add("AdaState_Decode", [], pos=(x, below(chunk)), title=f"Decode Chunk {k + 1}",
+                        **links)  # fmt: skip
+        members = [chunk, decoder]
         if k < 6:
-            stream = g.add("AdaState_UpdateState", [], pos=(x, 360),
+            stream = g.add("AdaState_UpdateState", [], pos=(x, below(decoder)),
                            title=f"Update State {k + 1}", model=model, stream=stream,
                            chunk=(chunk.id, 0))  # fmt: skip
-        frames = images if frames is None else g.add(
-            "ImageBatch", [], pos=(x, 520), title=f"Frames 1-{k + 1}", image1=frames,
-            image2=images)  # fmt: skip
-    video_combine(g, frames, "AdaState/granular_5s", pos=(1140 + 380 * 7, 200))
+            members.append(stream)
+        y = below(members[-1])
+        frames = decoder if frames is None else g.add(
+            "ImageBatch", [], pos=(x, y), title=f"Frames 1-{k + 1}", image1=(frames.id, 0),
+            image2=(decoder.id, 0))  # fmt: skip
+        if k:
+            members.append(frames)
+        g.group(f"Chunk {k + 1}", *members, color="#3f789e" if k % 2 else "#4a6a8a")
+    save = video_combine(g, frames, "AdaState/granular_5s", pos=(820 + COL * 7, top))
+    g.group("Save", save, color="#3a7a4a", extra_height=VIDEO_ROOM)
     return g
 
 
@@ -310,7 +417,17 @@ def stream_30s() -> Graph:
     """(b) a 30-second stream in one node."""
     g = Graph()
     model, _, text, vae = loaders(g)
-    generate(g, model, text, vae, seconds=30.0, prefix="AdaState/stream_30s", pos=(760, 0))
+    run = generate(g, model, text, vae, seconds=30.0, prefix="AdaState/stream_30s",
+                   pos=(820, 90))  # fmt: skip
+    g.note(
+        "## A 30-second video in one node\n\n"
+        "**Generate Stream** denoises, updates the cache, decodes and writes chunk by chunk: "
+        "frames reach the file as they are made (RAM stays flat for any length). While it "
+        "runs the node shows the last decoded chunk; Cancel keeps a playable file with every "
+        "finished chunk. Each run writes a new numbered file.",
+        pos=(1200, 90), size=(420, 300),
+    )  # fmt: skip
+    g.group("Generate", run, color="#3a7a4a", extra_height=VIDEO_ROOM)
     return g
 
 
@@ -321,35 +438,60 @@ def anchor_comparison() -> Graph:
     runs = []
     for i, policy in enumerate(("adaptive", "static", "ema", "none")):
         runs.append(generate(g, model, text, vae, seconds=5.0, policy=policy, preview=81,
-                             prefix=f"AdaState/compare_{policy}", pos=(760 + 380 * i, 0),
+                             prefix=f"AdaState/compare_{policy}", pos=(820 + COL * i, 90),
                              title=f"Generate ({policy})"))  # fmt: skip
+    g.group("Four anchor policies, same prompt and seed", *runs, color="#3f789e",
+            extra_height=VIDEO_ROOM)  # fmt: skip
+    y = below(runs[0], VIDEO_ROOM + 110)
     stitch = [("direction", "right"), ("match_image_size", True), ("spacing_width", 8),
               ("spacing_color", "white")]  # fmt: skip
-    top = g.add("ImageStitch", stitch, pos=(760, 700), title="adaptive | static",
+    top = g.add("ImageStitch", stitch, pos=(820, y), title="adaptive | static",
                 image1=(runs[0].id, 0), image2=(runs[1].id, 0))  # fmt: skip
-    bottom = g.add("ImageStitch", stitch, pos=(1140, 700), title="ema | none",
+    bottom = g.add("ImageStitch", stitch, pos=(820 + COL, y), title="ema | none",
                    image1=(runs[2].id, 0), image2=(runs[3].id, 0))  # fmt: skip
     down = [("direction", "down"), *stitch[1:]]
-    grid = g.add("ImageStitch", down, pos=(1520, 700), title="grid", image1=top, image2=bottom)
-    video_combine(g, grid, "AdaState/anchor_comparison", pos=(1900, 700))
+    grid = g.add("ImageStitch", down, pos=(820 + 2 * COL, y), title="grid", image1=top,
+                 image2=bottom)  # fmt: skip
+    save = video_combine(g, grid, "AdaState/anchor_comparison", pos=(820 + 3 * COL, y))
+    g.group("Side by side: adaptive | static over ema | none", top, bottom, grid, save,
+            color="#3a7a4a", extra_height=VIDEO_ROOM)  # fmt: skip
+    g.note(
+        "## Anchor policies compared\n\n"
+        "The same prompt, seed and content noise under four anchors at cache position 0: "
+        "**adaptive** (AdaState's evolving state), **static** (a frozen first-frame sink), "
+        "**ema** (a moving-average sink) and **none** (a plain rolling window). The grid puts "
+        "adaptive | static over ema | none. Static anchors hold the scene but damp motion; no "
+        "anchor keeps motion but drifts; the adaptive state aims for both.",
+        pos=(820 + 4 * COL + 40, 90), size=(420, 320),
+    )  # fmt: skip
     return g
 
 
 def prompt_schedule() -> Graph:
-    """(d) three prompts over 30 s: Prompt Schedule into Generate Stream."""
+    """(d) three prompts over 30 s: the prompt at 0 s, then Prompt Schedule's switches."""
     g = Graph()
     model, clip, text, vae = loaders(g)
     schedule = (
-        f"0: {PROMPT}\n"
         "10: The red fox stops at the edge of a frozen river and looks across the ice, "
         "snow falling gently, cinematic tracking shot\n"
         "20: The red fox leaps across the frozen river into the sunlit forest on the far bank, "
         "cinematic tracking shot"
     )
     prompts = g.add("AdaState_PromptSchedule", [("text", schedule), ("recache", False)],
-                    pos=(360, 420), clip=clip)  # fmt: skip
-    generate(g, model, text, vae, seconds=30.0, prefix="AdaState/prompt_schedule",
-             pos=(760, 0), prompts=prompts)  # fmt: skip
+                    pos=(420, 700), clip=clip, size=(360, 220))  # fmt: skip
+    g.group("Prompt switches at 10 s and 20 s", prompts, color="#8a6b3a")
+    run = generate(g, model, text, vae, seconds=30.0, prefix="AdaState/prompt_schedule",
+                   pos=(820, 90), prompts=prompts)  # fmt: skip
+    g.group("Generate", run, color="#3a7a4a", extra_height=VIDEO_ROOM)
+    g.note(
+        "## Three prompts in one video\n\n"
+        "The **Prompt** node plays from 0 s; **Prompt Schedule** lists the switches, one "
+        "`seconds: prompt` per line (here at 10 s and 20 s). Switches happen at chunk "
+        "boundaries and the stream keeps its cache, so the scene carries over. A line at 0 s "
+        "would replace the Prompt node. `recache` re-encodes the cached frames under each new "
+        "prompt (a cleaner switch, one extra pass).",
+        pos=(1200, 90), size=(420, 320),
+    )  # fmt: skip
     return g
 
 
@@ -357,34 +499,56 @@ def inspect() -> Graph:
     """(e) look inside: decoded chunk, decoded hidden state, attention per cache position."""
     g = Graph()
     model, _, text, vae = loaders(g)
-    stream = g.add("AdaState_InitCache", [*SIZE, *stream_widgets()], pos=(760, 0),
+    stream = g.add("AdaState_InitCache", [*SIZE, *stream_widgets()], pos=(420, 700),
                    model=model, positive=text)  # fmt: skip
+    g.group("Start the stream", stream, color="#3f5e8a")
     # the hidden state is denoised from the first steady-state chunk (the 3rd) on
     chunk = None
+    members = []
     for k in range(3):
+        x = 820 + COL * k
         if chunk is not None:
-            stream = g.add("AdaState_UpdateState", [], pos=(1140 + 380 * k, 200),
-                           title=f"Update State {k}", model=model, stream=stream,
-                           chunk=(chunk.id, 0))  # fmt: skip
-        chunk = g.add("AdaState_DenoiseChunk", [("recache", False)], pos=(1140 + 380 * k, 0),
+            stream = g.add("AdaState_UpdateState", [], pos=(x, 620), title=f"Update State {k}",
+                           model=model, stream=stream, chunk=(chunk.id, 0))  # fmt: skip
+            members.append(stream)
+        chunk = g.add("AdaState_DenoiseChunk", [("recache", False)], pos=(x, 420),
                       title=f"Denoise Chunk {k + 1}", model=model, stream=stream)  # fmt: skip
-    frames = g.add("AdaState_Decode", [], pos=(2280, 0), vae=vae, chunk=(chunk.id, 0))
-    state = g.add("AdaState_DecodeState", [], pos=(2280, 200), vae=vae, chunk=(chunk.id, 0))
-    probe = g.add("AdaState_AttentionProbe", [("step", 0)], pos=(1900, 400), model=model,
+        members.append(chunk)
+    g.group("Three chunks", *members, color="#3f789e")
+    x = 820 + COL * 3
+    frames = g.add("AdaState_Decode", [], pos=(x, 420), title="Decode Chunk 3", vae=vae,
+                   chunk=(chunk.id, 0))  # fmt: skip
+    state = g.add("AdaState_DecodeState", [], pos=(x, 620), vae=vae, chunk=(chunk.id, 0))
+    probe = g.add("AdaState_AttentionProbe", [("step", 0)], pos=(x, 820), model=model,
                   stream=stream)  # fmt: skip
-    g.add("PreviewImage", [], pos=(2660, 0), title="Chunk 3 frames", images=frames)
-    g.add("PreviewImage", [], pos=(2660, 300), title="Hidden state (decoded)", images=state)
-    g.add("PreviewImage", [], pos=(2660, 600), title="Attention per cache position",
-          images=probe)  # fmt: skip
+    g.group("Look inside", frames, state, probe, color="#6a4a8a")
+    shown = [
+        g.add("PreviewImage", [], pos=(x + COL, 90), title="Chunk 3 frames", images=frames,
+              size=(WIDTH, 300)),
+        g.add("PreviewImage", [], pos=(x + COL, 500), title="Hidden state (decoded)",
+              images=state, size=(WIDTH, 300)),
+        g.add("PreviewImage", [], pos=(x + COL, 910), title="Attention per cache position",
+              images=probe, size=(WIDTH, 300)),
+    ]  # fmt: skip
+    g.group("Results", *shown, color="#3a7a4a")
+    g.note(
+        "## Look inside the stream\n\n"
+        "Three chunks, then: the frames of chunk 3; the **hidden adaptive state** decoded as "
+        "if it were video (it is never part of the output; the state is denoised from the "
+        "first steady chunk, here chunk 3, on); and the **attention probe**: how chunk 4's "
+        "queries split their attention over the anchor slot and the cached frames (paper "
+        "Fig. 2a).",
+        pos=(820, 90), size=(COL * 3 - 60, 250),
+    )  # fmt: skip
     return g
 
 
 WORKFLOWS = {
-    "adastate_5s_granular": granular_5s,
-    "adastate_30s_stream": stream_30s,
-    "adastate_anchor_comparison": anchor_comparison,
-    "adastate_prompt_schedule": prompt_schedule,
-    "adastate_inspect": inspect,
+    "AdaState 5s chunk by chunk": granular_5s,
+    "AdaState 30s stream": stream_30s,
+    "AdaState anchor comparison": anchor_comparison,
+    "AdaState prompt schedule": prompt_schedule,
+    "AdaState inspect the state": inspect,
 }
 
 

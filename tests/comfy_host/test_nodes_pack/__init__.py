@@ -111,11 +111,81 @@ class AdaStateTest_Conditioning:
         return (random_conditioning(seed, length),)
 
 
+def _decode_memo():
+    """The AdaState pack's Decode Chunk memo, found among the loaded modules (ComfyUI imports
+    the pack under its folder name)."""
+    import sys
+
+    for name, module in list(sys.modules.items()):
+        memo = getattr(module, "MEMO", None)
+        if name.endswith("nodes.decode_nodes") and type(memo).__name__ == "DecodeMemo":
+            return memo
+    raise RuntimeError("the AdaState pack's nodes.decode_nodes is not loaded")
+
+
+class AdaStateTest_DecodeStats:
+    """Test only: how many chunks the pack's Decode Chunk nodes ran through the VAE decoder
+    (and how many decoder caches they hold); `reset` zeroes the counter and drops the caches."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"reset": ("BOOLEAN", {"default": False})}}
+
+    @classmethod
+    def IS_CHANGED(cls, reset):
+        return float("nan")  # always runs
+
+    RETURN_TYPES = ("STRING",)
+    FUNCTION = "stats"
+    OUTPUT_NODE = True
+    CATEGORY = "AdaState/testing"
+
+    def stats(self, reset):
+        import json
+
+        memo = _decode_memo()
+        data = {"decoded_chunks": memo.decoded_chunks, "caches": len(memo)}
+        if reset:
+            memo.clear()
+            memo.decoded_chunks = 0
+        text = json.dumps(data)
+        return {"ui": {"text": [text]}, "result": (text,)}
+
+
+class AdaStateTest_SaveTensor:
+    """Test only: an IMAGE batch saved bit-exactly as `<output>/<name>.npy` (float32), to compare
+    frames without any 8-bit conversion (ComfyUI's SaveImage truncates to uint8, AdaState's
+    writers round)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE",), "name": ("STRING", {"default": "frames"})}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+    CATEGORY = "AdaState/testing"
+
+    def save(self, images, name):
+        import os
+
+        import folder_paths
+        import numpy as np
+
+        path = os.path.join(folder_paths.get_output_directory(), f"{name}.npy")
+        np.save(path, images.detach().cpu().float().numpy())
+        return {"ui": {"text": [path]}}
+
+
 NODE_CLASS_MAPPINGS = {
+    "AdaStateTest_SaveTensor": AdaStateTest_SaveTensor,
     "AdaStateTest_CLIP": AdaStateTest_CLIP,
     "AdaStateTest_Conditioning": AdaStateTest_Conditioning,
+    "AdaStateTest_DecodeStats": AdaStateTest_DecodeStats,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
+    "AdaStateTest_SaveTensor": "Test save IMAGE as .npy (AdaState tests)",
     "AdaStateTest_CLIP": "Test CLIP stand-in (AdaState tests)",
     "AdaStateTest_Conditioning": "Test Conditioning (AdaState tests)",
+    "AdaStateTest_DecodeStats": "Test decode statistics (AdaState tests)",
 }
