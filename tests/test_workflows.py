@@ -1,6 +1,8 @@
 """The example workflows (workflows/*.json, UI format 0.4) and their API twins
 (workflows/api/*.json): valid, consistent links, widget values in each node's widget order,
-download hints on the loaders, no sageattention / torch.compile. No ComfyUI needed."""
+download hints on the loaders, no sageattention / torch.compile, groups and notes an artist
+reads first, a thumbnail per template. No ComfyUI needed (the real host and browser checks are
+in test_comfyui_host.py / test_comfyui_browser.py)."""
 
 from __future__ import annotations
 
@@ -16,12 +18,13 @@ from conftest import REPO
 WORKFLOWS = REPO / "workflows"
 UI_FILES = sorted(WORKFLOWS.glob("*.json"))
 EXPECTED = {
-    "adastate_5s_granular",
-    "adastate_30s_stream",
-    "adastate_anchor_comparison",
-    "adastate_prompt_schedule",
-    "adastate_inspect",
+    "AdaState 5s chunk by chunk",
+    "AdaState 30s stream",
+    "AdaState anchor comparison",
+    "AdaState prompt schedule",
+    "AdaState inspect the state",
 }
+NOTE = "MarkdownNote"  # frontend-only: in the UI files, not in the API twins
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 LOADERS = {"AdaState_LoadModel", "CLIPLoader", "VAELoader"}
 REPACK = "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/"
@@ -39,6 +42,7 @@ CORE = {
                      ("spacing_width", None),
                      ("spacing_color", {"white", "black", "red", "green", "blue"})], ["IMAGE"]),
     "PreviewImage": (["images"], [], []),
+    NOTE: ([], [("text", None)], []),
 }  # fmt: skip
 
 
@@ -92,6 +96,10 @@ def node_specs(pack, monkeypatch):
     for node_id, (sockets, widgets, outs) in CORE.items():
         specs[node_id] = (sockets, [(n, allowed, False) for n, allowed in widgets], outs)
     return specs
+
+
+def real_nodes(wf: dict) -> list[dict]:
+    return [n for n in wf["nodes"] if n["type"] != NOTE]
 
 
 def used_classes() -> set[str]:
@@ -196,7 +204,7 @@ def test_api_twin_matches_ui(path, node_specs):
     require_nodes(node_specs)
     ui = load(path)
     api = load(WORKFLOWS / "api" / path.name)
-    nodes = {n["id"]: n for n in ui["nodes"]}
+    nodes = {n["id"]: n for n in real_nodes(ui)}
     assert {str(i) for i in nodes} == set(api)
     links = {link[0]: link for link in ui["links"]}
     for node_id, node in nodes.items():
@@ -248,6 +256,70 @@ def test_output_nodes_present():
         assert any(
             t in {"AdaState_Generate", "AdaState_VideoCombine", "PreviewImage"} for t in types
         ), path.name
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
+def test_groups_notes_and_thumbnail(path):
+    """What an artist meets on opening a template: a thumbnail in the template browser, notes
+    saying what the graph does and where the models go, every node inside a titled group, and
+    a view whose top row is below the menu bar."""
+    wf = load(path)
+    assert (path.with_suffix(".jpg")).is_file(), "no template thumbnail"
+    assert path.with_suffix(".jpg").read_bytes()[:3] == b"\xff\xd8\xff"  # a JPEG
+    notes = [n for n in wf["nodes"] if n["type"] == NOTE]
+    assert len(notes) >= 2 and all(len(n["widgets_values"][0]) > 100 for n in notes)
+    assert any("adastate convert" in n["widgets_values"][0] for n in notes)
+    groups = wf["groups"]
+    assert groups and all(g["title"] for g in groups)
+
+    def inside(node, g):
+        x, y, w, h = g["bounding"]
+        nx, ny = node["pos"]
+        nw, nh = node["size"]
+        return x <= nx and y <= ny - 30 and nx + nw <= x + w and ny + nh <= y + h
+
+    for node in real_nodes(wf):
+        assert any(inside(node, g) for g in groups), (node["type"], node.get("title"))
+    # nothing overlaps (title bars included)
+    boxes = [(n["pos"][0], n["pos"][1] - 30, *n["size"]) for n in wf["nodes"]]
+    for i, (ax, ay, aw, ah) in enumerate(boxes):
+        for bx, by, bw, bh in boxes[i + 1 :]:
+            assert not (ax < bx + bw and bx < ax + aw and ay < by + bh + 30 and by < ay + ah + 30)
+    for i, a in enumerate(groups):  # groups do not overlap either
+        ax, ay, aw, ah = a["bounding"]
+        for b in groups[i + 1 :]:
+            bx, by, bw, bh = b["bounding"]
+            assert not (ax < bx + bw and bx < ax + aw and ay < by + bh and by < ay + ah), (
+                a["title"], b["title"])  # fmt: skip
+    ds = wf["extra"]["ds"]
+    top = min(n["pos"][1] - 30 for n in wf["nodes"])
+    assert (top + ds["offset"][1]) * ds["scale"] >= 90  # screen px below the top menu
+
+
+def test_granular_decoders_are_chained_and_schedule_uses_the_prompt():
+    wf = load(WORKFLOWS / "AdaState 5s chunk by chunk.json")
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    links = {link[0]: link for link in wf["links"]}
+    decodes = [n for n in wf["nodes"] if n["type"] == "AdaState_Decode"]
+    assert len(decodes) == 7
+    chained = 0
+    for node in decodes:
+        (decoder,) = [i for i in node["inputs"] if i["name"] == "decoder"]
+        if decoder["link"] is not None:
+            src = nodes[links[decoder["link"]][1]]
+            assert src["type"] == "AdaState_Decode" and links[decoder["link"]][2] == 1
+            chained += 1
+    assert chained == 6  # every chunk but the first gets the previous chunk's decoder
+
+    api = load(WORKFLOWS / "api" / "AdaState prompt schedule.json")
+    gen = next(e for e in api.values() if e["class_type"] == "AdaState_Generate")
+    schedule = next(e for e in api.values() if e["class_type"] == "AdaState_PromptSchedule")
+    assert api[gen["inputs"]["positive"][0]]["class_type"] == "CLIPTextEncode"
+    # no line at 0 s: the CLIP Text Encode prompt is the one played first (not ignored)
+    from adastate_core.prompts import parse_schedule
+
+    times = [p.seconds for p in parse_schedule(schedule["inputs"]["text"], from_zero=False)]
+    assert times == [10.0, 20.0]
 
 
 def test_generated_files_are_current():

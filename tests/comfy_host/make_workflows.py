@@ -381,7 +381,7 @@ def granular_5s() -> Graph:
         "Video Combine saves the clip (numbered files: a run never overwrites an earlier one).",
         pos=(820, 90), size=(COL * 3 - 60, 250),
     )  # fmt: skip
-    stream = g.add("AdaState_InitCache", [*SIZE, *stream_widgets()], pos=(420, 700),
+    stream = g.add("AdaState_InitCache", [*SIZE, *stream_widgets()], pos=(420, 740),
                    model=model, positive=text)  # fmt: skip
     g.group("Start the stream", stream, color="#3f5e8a")
     frames = decoder = None
@@ -478,7 +478,7 @@ def prompt_schedule() -> Graph:
         "cinematic tracking shot"
     )
     prompts = g.add("AdaState_PromptSchedule", [("text", schedule), ("recache", False)],
-                    pos=(420, 700), clip=clip, size=(360, 220))  # fmt: skip
+                    pos=(420, 740), clip=clip, size=(360, 220))  # fmt: skip
     g.group("Prompt switches at 10 s and 20 s", prompts, color="#8a6b3a")
     run = generate(g, model, text, vae, seconds=30.0, prefix="AdaState/prompt_schedule",
                    pos=(820, 90), prompts=prompts)  # fmt: skip
@@ -499,7 +499,7 @@ def inspect() -> Graph:
     """(e) look inside: decoded chunk, decoded hidden state, attention per cache position."""
     g = Graph()
     model, _, text, vae = loaders(g)
-    stream = g.add("AdaState_InitCache", [*SIZE, *stream_widgets()], pos=(420, 700),
+    stream = g.add("AdaState_InitCache", [*SIZE, *stream_widgets()], pos=(420, 740),
                    model=model, positive=text)  # fmt: skip
     g.group("Start the stream", stream, color="#3f5e8a")
     # the hidden state is denoised from the first steady-state chunk (the 3rd) on

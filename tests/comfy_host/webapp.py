@@ -8,8 +8,15 @@ from __future__ import annotations
 import json
 import time
 
-# settings a new user would have answered (no first-run template dialog over the canvas)
+# settings a returning user has: no first-run template dialog, no missing-models dialog (the
+# tests run tiny models, not the files the workflows name; the dialog has a test of its own)
 SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Workflow.ShowMissingModelsWarning": False}
+# for pictures: full node detail at any zoom, no minimap over the graph
+SCREENSHOT_SETTINGS = {
+    **SETTINGS,
+    "LiteGraph.Canvas.MinFontSizeForLOD": 0,
+    "Comfy.Minimap.Visible": False,
+}
 
 APP_READY = (
     "window.app?.graph && window.app.canvas && window.LiteGraph?.registered_node_types"
@@ -73,22 +80,27 @@ async () => {
 
 RUN_STATE = "JSON.stringify(window.__adastateRun ?? null)"
 
-# fit every node into the view below the menu bar
+# fit every node and group into the view, below the menu bar and right of the side bar
 FIT = r"""
-() => {
+(top, left) => {
   const c = app.canvas, g = app.graph;
   let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
-  for (const n of g.nodes) {
-    const [x, y, w, h] = n.getBounding();
+  const boxes = g.nodes.map((n) => n.getBounding());
+  for (const grp of g._groups ?? g.groups ?? []) boxes.push(grp._bounding ?? grp.bounding);
+  for (const [x, y, w, h] of boxes) {
     x0 = Math.min(x0, x); y0 = Math.min(y0, y); x1 = Math.max(x1, x + w); y1 = Math.max(y1, y + h);
   }
-  const top = 90, margin = 20;
-  const W = c.canvas.width, H = c.canvas.height - top;
+  const margin = 20;
+  const W = c.canvas.width - left, H = c.canvas.height - top;
   const scale = Math.min(W / (x1 - x0 + 2 * margin), H / (y1 - y0 + 2 * margin), 1.0);
   c.ds.scale = scale;
-  c.ds.offset = [(W / scale - (x1 - x0)) / 2 - x0, top / scale + (H / scale - (y1 - y0)) / 2 - y0];
+  c.ds.offset = [left / scale + (W / scale - (x1 - x0)) / 2 - x0,
+                 top / scale + (H / scale - (y1 - y0)) / 2 - y0];
   c.setDirty(true, true);
-  return scale;
+  const r = c.canvas.getBoundingClientRect();
+  const [sx0, sy0] = c.ds.convertOffsetToCanvas([x0, y0]);
+  const [sx1, sy1] = c.ds.convertOffsetToCanvas([x1, y1]);
+  return JSON.stringify({ scale, rect: [r.left + sx0, r.top + sy0, r.left + sx1, r.top + sy1] });
 }
 """
 
@@ -142,8 +154,8 @@ MEDIA = r"""
 """
 
 
-def open_app(tab, server, timeout: float = 120.0) -> None:
-    for key, value in SETTINGS.items():
+def open_app(tab, server, timeout: float = 120.0, settings: dict | None = None) -> None:
+    for key, value in (SETTINGS if settings is None else settings).items():
         try:
             server.post(f"/settings/{key}", value)
         except Exception:  # older hosts: the setting simply is not there
@@ -168,8 +180,13 @@ def queue_and_wait(tab, timeout: float = 900.0) -> dict:
     raise TimeoutError(f"the queued workflow did not finish within {timeout:.0f} s")
 
 
+def fit(tab, top: int = 20, left: int = 20) -> dict:
+    """Fit the whole graph in the canvas (margins in px) -> {scale, rect: its page box}."""
+    return json.loads(tab.call_function(FIT, top, left))
+
+
 def canvas_report(tab) -> dict:
-    tab.call_function(FIT)
+    fit(tab)
     tab.pump(0.5)
     return json.loads(tab.call_function(CANVAS))
 
