@@ -104,6 +104,8 @@ class Tab:
         self.call("Page.navigate", url=url)
 
     def screenshot(self, path: str | Path) -> Path:
+        self.call("Page.bringToFront")  # a background tab renders no frame to capture
+        self.pump(0.5)
         data = self.call("Page.captureScreenshot", format="png")["result"]["data"]
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
