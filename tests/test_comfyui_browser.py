@@ -108,6 +108,17 @@ def run_watching(tab, timeout: float = 900.0) -> tuple[dict, set[int]]:
     raise TimeoutError("the queued workflow did not finish")
 
 
+def wait_for_player(tab, node_id: int, timeout: float = 30.0) -> dict:
+    """The node's media once its video player has loaded (the frontend loads it after the
+    prompt ends)."""
+    deadline = time.time() + timeout
+    while True:
+        m = webapp.media(tab, OUTPUT_TYPES)[str(node_id)]
+        if any(v["ready"] >= 2 for v in m["videos"]) or time.time() > deadline:
+            return m
+        tab.pump(0.5)
+
+
 def test_anchor_comparison_runs_to_completion_in_the_web_app(server, chrome, tmp_path):
     """Load the anchor comparison as an artist does, press Queue, wait: the canvas keeps
     drawing every node, each output node plays its video, no error reaches the console."""
@@ -124,7 +135,11 @@ def test_anchor_comparison_runs_to_completion_in_the_web_app(server, chrome, tmp
 
     state, live = run_watching(tab)
     assert state["status"] == "success", state
-    tab.pump(3.0)  # the players load their videos
+    for node_id in json.loads(tab.eval(
+        "JSON.stringify(app.graph.nodes.filter(n => n.type.startsWith('AdaState_Generate') || "
+        "n.type === 'AdaState_VideoCombine').map(n => n.id))"
+    )):  # fmt: skip
+        wait_for_player(tab, node_id)  # the players load their videos
 
     report = webapp.canvas_report(tab)
     tab.screenshot(shots(tmp_path) / "anchor_comparison_after_run.png")
@@ -202,7 +217,7 @@ def test_previews_reach_only_the_node_that_made_them(server, chrome, tmp_path):
     in_a = webapp.media(a, OUTPUT_TYPES)[str(gen_b)]
     assert in_a["status"] is None and "adastate_live_preview" not in in_a["widgets"], in_a
     assert in_a["videos"] == [], in_a
-    in_b = webapp.media(b, OUTPUT_TYPES)[str(gen_b)]
+    in_b = wait_for_player(b, gen_b)
     assert in_b["status"].startswith("saved ") and len(in_b["videos"]) == 1, in_b
 
     # inside one tab: an event for another workflow (a workflow tab not shown) is ignored

@@ -293,7 +293,9 @@ def test_groups_notes_and_thumbnail(path):
                 a["title"], b["title"])  # fmt: skip
     ds = wf["extra"]["ds"]
     top = min(n["pos"][1] - 30 for n in wf["nodes"])
+    left = min(n["pos"][0] for n in wf["nodes"])
     assert (top + ds["offset"][1]) * ds["scale"] >= 90  # screen px below the top menu
+    assert (left + ds["offset"][0]) * ds["scale"] >= 70  # right of the side bar
 
 
 def test_granular_decoders_are_chained_and_schedule_uses_the_prompt():

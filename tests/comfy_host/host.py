@@ -25,10 +25,12 @@ WIDTH, HEIGHT = 64, 32
 SECONDS = 1.5  # Generate: 2 chunks of 3 latent frames (9 + 12 video frames)
 
 
-def write_models(root: Path) -> dict[str, Path]:
+def write_models(root: Path, comfy_dir: Path | None = None, python: str | None = None) -> dict:
     """root/diffusion_models: a tiny Wan2.1 t2v DiT (dim 128, 1 head, 2 blocks, text_dim 4096)
-    in the Comfy-Org repack layout; root/vae: a full-size (dim 96) random Wan2.1 VAE decoder
-    (core's VAELoader builds WanVAE with dim 96 whatever the file holds)."""
+    in the Comfy-Org repack layout; root/vae: a full-size (dim 96) random Wan2.1 VAE (core's
+    VAELoader builds WanVAE with dim 96 whatever the file holds). With `comfy_dir`, the VAE
+    also gets random encoder weights in the shapes the host's own WanVAE has (newer ComfyUI
+    reads `encoder.conv1.weight` on load; AdaState only uses the decoder)."""
     import torch
     from safetensors.torch import save_file
 
@@ -41,8 +43,45 @@ def write_models(root: Path) -> dict[str, Path]:
     cfg = WanConfig(dim=128, ffn_dim=256, num_heads=1, num_layers=2, freq_dim=256)
     save_random_checkpoint(dit, cfg, seed=1, layout="comfyui")
     vae.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.to(torch.float16) for k, v in random_vae(dim=96, seed=2).items()}, str(vae))
+    tensors = {k: v.to(torch.float16) for k, v in random_vae(dim=96, seed=2).items()}
+    if comfy_dir is not None:
+        gen = torch.Generator().manual_seed(3)
+        for key, shape in host_vae_shapes(comfy_dir, python).items():
+            if key not in tensors:
+                t = torch.randn(shape, generator=gen)
+                if len(shape) > 1:
+                    t /= float(torch.tensor(shape[1:]).prod()) ** 0.5
+                tensors[key] = t.to(torch.float16)
+    save_file(tensors, str(vae))
+    # the files the example workflows name, as empty stand-ins: the web app then opens them
+    # as on a machine that has the models (no missing-models warnings over the canvas); the
+    # tests that run a workflow switch its loaders to the tiny files above
+    for folder, name in (("diffusion_models", "self_forcing_dmd.pt"),
+                         ("text_encoders", "umt5_xxl_fp8_e4m3fn_scaled.safetensors"),
+                         ("vae", "wan_2.1_vae.safetensors")):  # fmt: skip
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        (root / folder / name).touch()
     return {"dit": dit, "vae": vae}
+
+
+def host_vae_shapes(comfy_dir: Path, python: str | None = None) -> dict[str, list[int]]:
+    """Key -> shape of the host's Wan2.1 VAE (its own WanVAE class, on the meta device)."""
+    code = (
+        "import json, torch\n"
+        "from comfy.cli_args import args\n"
+        "args.cpu = True\n"
+        "from comfy.ldm.wan.vae import WanVAE\n"
+        "with torch.device('meta'):\n"
+        "    m = WanVAE(dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2,\n"
+        "               attn_scales=[], temperal_downsample=[False, True, True], dropout=0.0)\n"
+        "print(json.dumps({k: list(v.shape) for k, v in m.state_dict().items()}))\n"
+    )
+    python = python or os.environ.get("COMFYUI_PYTHON") or sys.executable
+    res = subprocess.run([python, "-c", code], cwd=comfy_dir, capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    if res.returncode != 0:
+        raise RuntimeError(f"could not read the host's WanVAE shapes:\n{res.stderr[-2000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def free_port() -> int:
@@ -71,6 +110,7 @@ def write_config(tmp: Path, comfy_dir: Path) -> Path:
         f"    base_path: {tmp}\n"
         "    diffusion_models: models/diffusion_models\n"
         "    vae: models/vae\n"
+        "    text_encoders: models/text_encoders\n"
         "    custom_nodes: custom_nodes\n"
     )
     return yaml
@@ -177,7 +217,7 @@ def start_server(tmp: Path, comfy_dir: Path | None = None) -> Server:
     comfy_dir = Path(comfy_dir or os.environ["COMFYUI_DIR"]).resolve()
     if not (comfy_dir / "main.py").is_file():
         raise RuntimeError(f"COMFYUI_DIR={comfy_dir} is not a ComfyUI checkout (no main.py)")
-    write_models(tmp / "models")
+    write_models(tmp / "models", comfy_dir)
     config = write_config(tmp, comfy_dir)
     srv = Server(comfy_dir, tmp)
     try:

@@ -161,10 +161,10 @@ class Group:
 
 
 class Graph:
-    def __init__(self, view: tuple[float, float, float] = (0.6, 40.0, 170.0)) -> None:
+    def __init__(self, view: tuple[float, float, float] = (0.6, 140.0, 170.0)) -> None:
         self.nodes: list[Node] = []
         self.groups: list[Group] = []
-        self.view = view  # (scale, offset x, offset y): opens with the top row below the menu
+        self.view = view  # (scale, offset x, offset y): opens right of the side bar, below the menu
 
     def add(self, type_, widgets=(), pos=(0, 0), title=None, models=None, size=None,
             **links) -> Node:  # fmt: skip

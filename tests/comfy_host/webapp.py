@@ -186,7 +186,7 @@ def fit(tab, top: int = 20, left: int = 20) -> dict:
 
 
 def canvas_report(tab) -> dict:
-    fit(tab)
+    fit(tab, top=100, left=80)  # clear of the menu bar and the side bar
     tab.pump(0.5)
     return json.loads(tab.call_function(CANVAS))
 
