@@ -269,3 +269,52 @@ def test_workflow_opens_with_every_title_visible(server, chrome, tmp_path, name)
     report = webapp.canvas_report(tab)
     assert report["alive"] and report["error"] is None and report["overlaps"] == [], report
     assert new_errors(tab, startup) == []
+
+
+BUTTONS = r"""
+() => JSON.stringify([...document.querySelectorAll("button")].map((b) => ({
+  text: b.innerText.trim(), label: b.getAttribute("aria-label") ?? "", title: b.title ?? "",
+  disabled: b.disabled,
+})))
+"""
+
+
+def test_missing_models_dialog_offers_the_files(server, chrome):
+    """A new user opens a workflow without the models: ComfyUI's missing-models dialog lists
+    the three files with their downloads. Frontends that only download .safetensors (ComfyUI
+    0.3.x) grey out self_forcing_dmd.pt; the workflow's note then gives the manual route."""
+    placeholders = [server.tmp / "models" / f for f in (
+        "diffusion_models/self_forcing_dmd.pt",
+        "text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+        "vae/wan_2.1_vae.safetensors")]  # fmt: skip
+    for p in placeholders:
+        p.unlink()
+    try:
+        tab = chrome.tab()
+        webapp.open_app(tab, server, settings={**webapp.SETTINGS,
+                        "Comfy.Workflow.ShowMissingModelsWarning": True})  # fmt: skip
+        wf = json.loads((UI / "AdaState 30s stream.json").read_text())
+        tab.call_function("async (wf) => { await app.loadGraphData(wf); return 1; }", wf)
+        tab.pump(2.0)
+        # newer frontends first show a toast with a button that opens the list
+        tab.eval("[...document.querySelectorAll('button')]"
+                 ".find((b) => b.innerText.includes('Show missing models'))?.click() ?? 0")  # fmt: skip
+        tab.pump(2.0)
+        text = tab.eval("document.body.innerText")
+        buttons = json.loads(tab.call_function(BUTTONS))
+    finally:
+        for p in placeholders:
+            p.touch()
+    downloads = {}
+    for hint in wf["nodes"]:
+        for model in hint["properties"].get("models", []):
+            assert model["name"] in text, model["name"]
+            found = [b for b in buttons if b["text"].startswith("Download") and (
+                model["name"] in b["label"] or b["title"] == model["url"])]  # fmt: skip
+            assert found, (model["name"], buttons)
+            downloads[model["name"]] = not found[0]["disabled"]
+    assert downloads["umt5_xxl_fp8_e4m3fn_scaled.safetensors"]
+    assert downloads["wan_2.1_vae.safetensors"]
+    if not downloads["self_forcing_dmd.pt"]:  # this frontend downloads only .safetensors
+        assert "adastate convert self_forcing_dmd.pt" in text
+        assert "gdhe17/Self-Forcing" in text

@@ -500,8 +500,11 @@ def test_attention_probe_and_decode_state(host, model, vae):
 def test_clear_errors(host, model, vae, tiny_files):
     folder = host.models_dir / "diffusion_models"
     save_file(tiny_files["vae_state"], str(folder / "wan_2.1_vae.safetensors"))
-    with pytest.raises(AdaStateError, match="VAE"):
+    with pytest.raises(AdaStateError, match="VAE") as err:
         run("AdaState_LoadModel", "wan_2.1_vae.safetensors", "default", "sdpa")
+    # it recommends the causal checkpoint, as the loader's tooltip does, not the base model
+    assert "self_forcing_dmd.pt" in str(err.value) and "not the base" in str(err.value)
+    assert "wan2.1_t2v_1.3B_fp16.safetensors or" not in str(err.value)
 
     wan22 = FakeVAE(random_vae(dim=8, z_dim=48, seed=3))
     _, chunks = granular(model, conditioning(), chunks=1)
