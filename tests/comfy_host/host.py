@@ -90,10 +90,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def pack_dir() -> Path:
+    """The node pack under test: this checkout, or ADASTATE_PACK (another checkout, e.g. an
+    older commit in a git worktree, to show that a test fails there)."""
+    return Path(os.environ.get("ADASTATE_PACK") or REPO).resolve()
+
+
 def already_linked(comfy_dir: Path) -> bool:
-    """Whether COMFYUI_DIR/custom_nodes already holds this checkout (then we do not add it)."""
+    """Whether COMFYUI_DIR/custom_nodes already holds the pack (then we do not add it)."""
     folder = comfy_dir / "custom_nodes"
-    return any(p.resolve() == REPO for p in folder.iterdir()) if folder.is_dir() else False
+    pack = pack_dir()
+    return any(p.resolve() == pack for p in folder.iterdir()) if folder.is_dir() else False
 
 
 def write_config(tmp: Path, comfy_dir: Path) -> Path:
@@ -103,7 +110,7 @@ def write_config(tmp: Path, comfy_dir: Path) -> Path:
     nodes.mkdir(parents=True, exist_ok=True)
     (nodes / "adastate_test_nodes").symlink_to(TEST_PACK, target_is_directory=True)
     if not already_linked(comfy_dir):
-        (nodes / "adastate").symlink_to(REPO, target_is_directory=True)
+        (nodes / "adastate").symlink_to(pack_dir(), target_is_directory=True)
     yaml = tmp / "extra_model_paths.yaml"
     yaml.write_text(
         "adastate_host_test:\n"
