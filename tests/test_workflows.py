@@ -285,6 +285,13 @@ def test_groups_notes_and_thumbnail(path):
     for i, (ax, ay, aw, ah) in enumerate(boxes):
         for bx, by, bw, bh in boxes[i + 1 :]:
             assert not (ax < bx + bw and bx < ax + aw and ay < by + bh + 30 and by < ay + ah + 30)
+    for note in notes:  # notes sit beside groups, not on them
+        nx, ny = note["pos"]
+        nw, nh = note["size"]
+        for g in groups:
+            x, y, w, h = g["bounding"]
+            assert not (nx < x + w and x < nx + nw and ny - 30 < y + h and y < ny + nh), (
+                g["title"])  # fmt: skip
     for i, a in enumerate(groups):  # groups do not overlap either
         ax, ay, aw, ah = a["bounding"]
         for b in groups[i + 1 :]:

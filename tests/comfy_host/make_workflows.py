@@ -128,7 +128,7 @@ TITLES = {
 WIDTH = 340
 MULTILINE = {"text"}  # multiline text widgets take ~4 rows
 VIDEO_ROOM = 260  # what the frontend's player adds below an output node after a run
-GROUP_PAD = 40  # group title bar above its first node
+GROUP_PAD = 52  # group title bar above its first node (and the progress badge above that node)
 
 
 @dataclass
@@ -301,7 +301,7 @@ MODELS_NOTE = (
 def loaders(g: Graph, prompt: str = PROMPT, y: int = 420):
     """Load AdaState Model, CLIPLoader + CLIP Text Encode and Load VAE in a 'Models' group and
     a 'Prompt' group, with the models note above them."""
-    note = g.note(MODELS_NOTE, pos=(0, y - 330), size=(760, 250))
+    note = g.note(MODELS_NOTE, pos=(0, y - 330), size=(760, 230))
     model = g.add(
         "AdaState_LoadModel",
         [("dit_name", MODELS["dit"]["name"]), ("weight_dtype", "default"), ("attention", "sdpa")],
@@ -379,7 +379,7 @@ def granular_5s() -> Graph:
         "Each Decode Chunk passes its `decoder` to the next one, so every chunk is decoded "
         "exactly once and the seams match a one-shot decode. **Frames 1-k** joins the chunks; "
         "Video Combine saves the clip (numbered files: a run never overwrites an earlier one).",
-        pos=(820, 90), size=(COL * 3 - 60, 250),
+        pos=(820, 90), size=(COL * 3 - 60, 230),
     )  # fmt: skip
     stream = g.add("AdaState_InitCache", [*SIZE, *stream_widgets()], pos=(420, 740),
                    model=model, positive=text)  # fmt: skip
@@ -538,7 +538,7 @@ def inspect() -> Graph:
         "first steady chunk, here chunk 3, on); and the **attention probe**: how chunk 4's "
         "queries split their attention over the anchor slot and the cached frames (paper "
         "Fig. 2a).",
-        pos=(820, 90), size=(COL * 3 - 60, 250),
+        pos=(820, 90), size=(COL * 3 - 60, 230),
     )  # fmt: skip
     return g
 
