@@ -20,7 +20,7 @@ from .engine import (
     window_layout,
 )
 from .iterate import PromptSchedule, StreamStep, stream_chunks
-from .persist import load_stream, read_extras, save_stream
+from .persist import is_stream_state, load_stream, read_extras, save_stream, saved_settings
 from .policies import POLICY_CLASSES, AnchorPolicy, policy_for
 from .schedule import SigmaSchedule, renoise, shift_sigma, sigma_grid, x0_from_velocity
 from .state import CachedFrames, Chunk, ChunkNoise, StreamState
@@ -45,12 +45,14 @@ __all__ = [
     "denoise_chunk",
     "draw_noise",
     "init_stream",
+    "is_stream_state",
     "load_stream",
     "policy_for",
     "read_extras",
     "prepare_conditioning",
     "renoise",
     "save_stream",
+    "saved_settings",
     "set_prompt",
     "shift_sigma",
     "sigma_grid",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 
 from ..errors import AdaStateError
@@ -17,10 +18,29 @@ class StreamConfigError(AdaStateError, ValueError):
     """An invalid stream setting."""
 
 
+MAX_SECONDS = 1_000_000.0  # ~11.6 days of video: longer requests are surely a typo
+MAX_SEED = 2**64 - 1
+
+
+def _check_seconds(seconds: float, what: str, allow_zero: bool = False) -> None:
+    ok = isinstance(seconds, int | float) and not isinstance(seconds, bool)
+    if not ok or not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise StreamConfigError(
+            f"{what} must be a finite number of seconds {bound}, got {seconds!r}"
+        )
+    if seconds > MAX_SECONDS:
+        raise StreamConfigError(
+            f"{what} of {seconds:g} s is more than the {MAX_SECONDS:g} s this tool accepts; "
+            "make it shorter (a stopped run can be continued with --resume)"
+        )
+
+
 def parse_steps(text: str) -> tuple[float, ...]:
     """ "1000,750,500,250" -> (1000.0, 750.0, 500.0, 250.0) (CLI flags and node widgets)."""
+    parts = str(text).replace(" ", "").split(",")
     try:
-        steps = tuple(float(s) for s in str(text).replace(" ", "").split(",") if s)
+        steps = tuple(float(s) for s in parts) if all(parts) else ()
     except ValueError:
         steps = ()
     if not steps:
@@ -54,8 +74,25 @@ class StreamConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "steps", tuple(float(s) for s in self.steps))
         problems = []
+        for name in ("height", "width", "chunk", "state", "window", "anchor_frames"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                problems.append(f"{name} must be a whole number, got {value!r}")
+        if problems:
+            raise StreamConfigError("invalid stream settings: " + "; ".join(problems))
+        try:
+            object.__setattr__(self, "steps", tuple(float(s) for s in self.steps))
+        except (TypeError, ValueError):
+            raise StreamConfigError(
+                f"invalid stream settings: steps must be numbers, got {self.steps!r}"
+            ) from None
+        for name in ("shift", "ema_alpha"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise StreamConfigError(f"invalid stream settings: {name} must be a number")
+            if not math.isfinite(value):
+                raise StreamConfigError(f"invalid stream settings: {name} must be finite")
         if self.policy not in POLICIES:
             problems.append(
                 f"anchor policy {self.policy!r} is unknown; use one of {', '.join(POLICIES)}"
@@ -76,6 +113,10 @@ class StreamConfig:
             )
         if self.policy == "ema" and not 0.0 <= self.ema_alpha < 1.0:
             problems.append(f"ema_alpha must be in [0, 1), got {self.ema_alpha}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            problems.append(f"seed must be a whole number, got {self.seed!r}")
+        elif not 0 <= self.seed <= MAX_SEED:
+            problems.append(f"seed must be between 0 and 2^64-1, got {self.seed}")
         for name, size in (("height", self.height), ("width", self.width)):
             if size <= 0 or size % PIXELS_PER_TOKEN:
                 problems.append(
@@ -116,19 +157,22 @@ class StreamConfig:
         return 0 if chunks <= 0 else 1 + 4 * (chunks * self.chunk - 1)
 
     def chunks_for_seconds(self, seconds: float, fps: int = FPS) -> int:
-        """Fewest chunks whose frames last at least `seconds`."""
-        frames = max(1, int(-(-seconds * fps // 1)))
-        k = 1
-        while self.frames_after(k) < frames:
-            k += 1
-        return k
+        """Fewest chunks whose frames last at least `seconds` (closed form: any length is
+        instant to convert)."""
+        _check_seconds(seconds, "the video length")
+        frames = max(1, math.ceil(seconds * fps))
+        return self._chunks_for_frames(frames)
 
     def chunk_at_seconds(self, seconds: float, fps: int = FPS) -> int:
         """First chunk whose first frame is shown at or after `seconds` (prompt switches)."""
-        k = 0
-        while self.frames_after(k) < seconds * fps:
-            k += 1
-        return k
+        _check_seconds(seconds, "a prompt switch time", allow_zero=True)
+        frames = seconds * fps
+        return 0 if frames <= 0 else self._chunks_for_frames(math.ceil(frames))
+
+    def _chunks_for_frames(self, frames: int) -> int:
+        """Smallest k >= 1 with frames_after(k) >= frames, i.e. 1 + 4 (kC - 1) >= frames."""
+        latents = max(1, -(-(frames - 1) // 4) + 1)  # ceil((frames - 1) / 4) + 1
+        return max(1, -(-latents // self.chunk))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -8,7 +8,10 @@ prompt rows). Resuming gives bit-identical chunks to an uninterrupted run.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import zlib
 from pathlib import Path
 
 import torch
@@ -51,14 +54,106 @@ def save_stream(
         "model_id": stream.model_id,
         **{f"extra.{k}": v for k, v in (extra_meta or {}).items()},
     }
+    cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    meta["checksums"] = json.dumps({k: _crc(v) for k, v in cpu.items()}, sort_keys=True)
+    if path.is_dir():
+        raise StreamError(
+            f"cannot save the stream state to {path}: it is a folder; give a file name"
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise StreamError(f"cannot create the folder for {path}: {err.strerror}") from None
     tmp = path.with_name(path.name + ".partial")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), meta)
-    os.replace(tmp, path)
+    try:
+        save_file(cpu, str(tmp), meta)
+        with open(tmp, "rb+") as fh:  # on disk before it takes the final name
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_folder(path.parent)
+    except (OSError, SafetensorError) as err:
+        tmp.unlink(missing_ok=True)
+        why = getattr(err, "strerror", None) or str(err)
+        raise StreamError(f"could not save the stream state to {path}: {why}") from None
     return path
+
+
+def _crc(t: Tensor) -> int:
+    """CRC-32 of a tensor's bytes (bit rot and truncation show on load)."""
+    return zlib.crc32(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else 0
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _read(path: Path) -> tuple[dict[str, str], dict[str, Tensor]]:
+    """(metadata, tensors) of a saved stream state, checked; StreamError says what is wrong."""
+    if not path.exists():
+        raise StreamError(f"saved stream state not found: {path}")
+    if path.is_dir():
+        raise StreamError(f"{path} is a folder, not a saved stream state file")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            meta = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except (SafetensorError, OSError) as err:
+        why = getattr(err, "strerror", None) or str(err)
+        raise StreamError(
+            f"{path} is not a readable stream state ({why}): it is damaged or not a state "
+            "file; start a new output"
+        ) from None
+    if meta.get("format") != FORMAT:
+        raise StreamError(
+            f"{path} is not an AdaState stream state (format {meta.get('format')!r}); "
+            "save one with --save-state / save_stream"
+        )
+    sums = meta.get("checksums")
+    if sums is not None:
+        try:
+            expected = json.loads(sums)
+        except ValueError:
+            expected = None
+        bad = [k for k, v in tensors.items() if expected is None or expected.get(k) != _crc(v)]
+        if bad:
+            raise StreamError(
+                f"{path} is damaged: {', '.join(sorted(bad)[:3])} do(es) not match the "
+                "checksum saved with it; start a new output (the video itself is unaffected)"
+            )
+    for key in ("config", "chunk_index", "model_id"):
+        if key not in meta:
+            raise StreamError(f"{path} lacks its {key!r}: it is damaged; start a new output")
+    if "conditioning" not in tensors:
+        raise StreamError(f"{path} lacks its prompt rows: it is damaged; start a new output")
+    return meta, tensors
+
+
+def _saved_config(meta: dict[str, str], path: Path) -> StreamConfig:
+    try:
+        data = json.loads(meta["config"])
+    except ValueError:
+        raise StreamError(f"{path} has unreadable settings: it is damaged") from None
+    known = {f.name for f in dataclasses.fields(StreamConfig)}
+    newer = sorted(set(data) - known) if isinstance(data, dict) else []
+    if newer:
+        raise StreamError(
+            f"{path} was saved by a newer AdaState (settings {', '.join(newer)} are unknown "
+            "here); update adastate to resume it"
+        )
+    try:
+        data["steps"] = tuple(data["steps"])
+        return StreamConfig(**data)
+    except (TypeError, KeyError, ValueError) as err:
+        raise StreamError(f"{path} has unusable settings ({err}): it is damaged") from None
 
 
 def load_stream(
@@ -67,21 +162,15 @@ def load_stream(
     """Resume a stream saved by `save_stream`. `config`, if given, must equal the saved one;
     the model must be the one that made the cache (same weights)."""
     path = Path(path)
-    if not path.is_file():
-        raise StreamError(f"saved stream state not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as fh:
-            meta = fh.metadata() or {}
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    except (SafetensorError, OSError) as err:
-        raise StreamError(f"{path} is not a readable stream state ({err})") from None
-    if meta.get("format") != FORMAT:
-        raise StreamError(
-            f"{path} is not an AdaState stream state (format {meta.get('format')!r}); "
-            "save one with --save-state / save_stream"
-        )
-    saved = StreamConfig.from_json(meta["config"])
+    meta, tensors = _read(path)
+    saved = _saved_config(meta, path)
     same_config_or_raise(saved, config)
+    try:
+        chunk_index = int(meta["chunk_index"])
+    except ValueError:
+        chunk_index = -1
+    if chunk_index < 0:
+        raise StreamError(f"{path} has an unusable chunk index: it is damaged")
     if meta["model_id"] != model.fingerprint():
         raise StreamError(
             f"{path} was made with a different model (or another weight precision of it); "
@@ -104,7 +193,7 @@ def load_stream(
         prompt = model.encode_context(cond)
     return StreamState(
         config=saved,
-        chunk_index=int(meta["chunk_index"]),
+        chunk_index=chunk_index,
         window=part("window"),
         anchor=part("anchor"),
         conditioning=cond,
@@ -115,10 +204,30 @@ def load_stream(
 
 
 def read_extras(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """The `extras` tensors and `extra_meta` strings saved with a stream state."""
-    with safe_open(str(path), framework="pt", device="cpu") as fh:
-        meta = fh.metadata() or {}
-        tensors = {
-            k[len("extra.") :]: fh.get_tensor(k) for k in fh.keys() if k.startswith("extra.")
-        }
-    return tensors, {k[len("extra.") :]: v for k, v in meta.items() if k.startswith("extra.")}
+    """The `extras` tensors and `extra_meta` strings saved with a stream state (checked as
+    `load_stream` checks it; StreamError says what is wrong)."""
+    meta, tensors = _read(Path(path))
+    extras = {k[len("extra.") :]: v for k, v in tensors.items() if k.startswith("extra.")}
+    return extras, {k[len("extra.") :]: v for k, v in meta.items() if k.startswith("extra.")}
+
+
+def is_stream_state(path: str | os.PathLike) -> bool:
+    """Whether `path` is a file this module wrote (read from its header only)."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            return (fh.metadata() or {}).get("format") == FORMAT
+    except (SafetensorError, OSError):
+        return False
+
+
+def saved_settings(path: str | os.PathLike) -> tuple[StreamConfig, int, dict[str, str]]:
+    """(config, chunk index, extra metadata) of a saved state, read and checked without a
+    model (so a CLI can refuse a bad resume before loading anything)."""
+    path = Path(path)
+    meta, _ = _read(path)
+    config = _saved_config(meta, path)
+    try:
+        index = int(meta["chunk_index"])
+    except ValueError:
+        raise StreamError(f"{path} has an unusable chunk index: it is damaged") from None
+    return config, index, {k[len("extra.") :]: v for k, v in meta.items() if k.startswith("extra.")}

@@ -9,12 +9,14 @@ model are bit-identical to Self-Forcing's ([1000, 750, 500, 250], shift 5 ->
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 GRID_SIZE = 1000
+MIN_SHIFT, MAX_SHIFT = 0.01, 100.0  # beyond these the first sigma overflows or flattens
 
 
 def shift_sigma(sigma: Tensor, shift: float) -> Tensor:
@@ -41,10 +43,21 @@ class SigmaSchedule:
                 "the step list is empty; give at least one step, e.g. 1000,750,500,250"
             )
         for step in self.steps:
-            if not 0 < step <= GRID_SIZE:
-                raise ValueError(f"steps must lie in (0, 1000], got {step}")
-        if not self.shift > 0:
-            raise ValueError(f"shift must be > 0, got {self.shift}")
+            if not (math.isfinite(step) and 0.5 <= step <= GRID_SIZE):
+                raise ValueError(
+                    f"steps must lie in [1, 1000] (grid positions, 1000 = pure noise), got {step:g}"
+                )
+        grid = [int(round(step)) for step in self.steps]
+        if any(b >= a for a, b in zip(grid, grid[1:])):
+            raise ValueError(
+                "steps must be strictly decreasing, highest (noisiest) first, e.g. "
+                f"1000,750,500,250; got {','.join(f'{s:g}' for s in self.steps)}"
+            )
+        if not (math.isfinite(self.shift) and MIN_SHIFT <= self.shift <= MAX_SHIFT):
+            raise ValueError(
+                f"shift must be between {MIN_SHIFT:g} and {MAX_SHIFT:g} (5.0 for Wan2.1 1.3B), "
+                f"got {self.shift:g}"
+            )
 
     @property
     def sigmas(self) -> list[float]:
