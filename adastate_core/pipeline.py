@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .errors import AdaStateError
 from .model import CausalWanDiT
 from .stream import (
     PromptSchedule,
@@ -28,6 +29,11 @@ from .stream import (
 )
 
 RUN_FORMAT = "adastate-run/1"
+
+
+class NonFiniteChunkError(AdaStateError):
+    """A chunk's latent is not finite (broken weights or settings): the run stops before it
+    reaches the video."""
 
 
 @dataclass
@@ -133,6 +139,12 @@ def generate(
     if total_chunks is not None and stream.chunk_index >= total_chunks:
         return result
     for step in stream_chunks(model, stream, chunks=total_chunks, prompts=prompts, on_step=on_step):
+        if not torch.isfinite(step.chunk.content).all():
+            raise NonFiniteChunkError(
+                f"the model produced NaN or inf values in chunk {step.chunk.index + 1}: its "
+                "weights or the settings (e.g. the shift or the steps) are broken; the video "
+                f"keeps the {frames_written} frames of the chunks before it"
+            )
         if on_decode is None:
             video, vae_cache = vae.decode_chunk(step.chunk.content, vae_cache)
         else:

@@ -334,8 +334,8 @@ class VideoWriter:
 
     def _start_new(self) -> str:
         return (
-            f"start a new output instead (another path, or resume_frames=0 to overwrite "
-            f"{self.path})"
+            f"start a new video instead (another file name, or replace {self.path} "
+            "deliberately)"
         )
 
     def _foreign(self, frames: int, reason: str) -> VideoIOError:
@@ -458,7 +458,7 @@ class _FileWriter(VideoWriter):
             file = open(self.path, "r+b")  # noqa: SIM115 - held open until close()
         except FileNotFoundError:
             raise self._cannot_resume(
-                frames, "the file does not exist", "start a new output (resume_frames=0)"
+                frames, "the file does not exist", "start a new video instead"
             ) from None
         except OSError as err:
             raise _unwritable(self.path, err) from None
@@ -941,8 +941,8 @@ class _PngWriter(VideoWriter):
         if stale:
             raise VideoIOError(
                 f"{self.folder} already holds {len(stale)} frames named {self.stem}_*.png "
-                f"(e.g. {stale[0].name}) from an earlier run; remove them, choose another path, "
-                "or continue them with resume_frames"
+                f"(e.g. {stale[0].name}) from an earlier run; remove them, choose another name, "
+                "or continue that run (resume)"
             )
 
     def _start_new(self) -> str:
@@ -992,7 +992,7 @@ class _PngWriter(VideoWriter):
             raise self._cannot_resume(
                 frames,
                 f"{self.folder} holds no frames named {self.stem}_*.png",
-                "start a new output (resume_frames=0)",
+                "start a new video instead",
             )
         present = 0  # frames 1..present are all there
         while present + 1 in numbers:

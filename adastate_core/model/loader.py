@@ -191,12 +191,12 @@ def _open_pickle(path: Path) -> RawSource:
         raise CheckpointError(
             f"{path.name} is a PyTorch pickle that torch.load(weights_only=True) refuses: it "
             "stores Python objects besides tensors, and AdaState never runs code from a model "
-            f"file. If you trust it, re-save its weights as safetensors and load that. ({str(err).splitlines()[0]})"
+            f"file. If you trust it, re-save its weights as safetensors and load that. ({_first_line(err)})"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
         raise CheckpointError(
             f"{path} could not be read as a PyTorch checkpoint: it is truncated or corrupt "
-            f"({str(err).splitlines()[0]}). Download it again"
+            f"({_first_line(err)}). Download it again"
         ) from None
     return _from_mapping(obj, "pickle", [path], path.name)
 
@@ -230,26 +230,61 @@ def _from_mapping(obj: object, kind: str, files: list[Path], what: str) -> RawSo
     )
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def sniff(path: Path) -> str:
+    """What a model file holds, from its first bytes (not its name): 'safetensors' (8-byte
+    header length, then '{'), 'pickle' (zip or a pickle opcode), or 'unknown'."""
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        return "pickle"
+    if len(head) == 9 and head[8:9] == b"{":
+        return "safetensors"
+    return "unknown"
+
+
 def open_raw(source: PathLike | Mapping[str, Tensor]) -> RawSource:
-    """Open a checkpoint file/folder, or wrap an in-memory state dict, without reading tensors."""
+    """Open a checkpoint file/folder, or wrap an in-memory state dict, without reading tensors.
+    The format is read from the file's content (a safetensors file named .pt loads too)."""
     if isinstance(source, Mapping):
         return _from_mapping(source, "state_dict", [], "the given state dict")
     path = Path(source).expanduser()
     if not path.exists():
+        if path.is_symlink():
+            raise CheckpointError(f"model file not found: {path} is a broken symbolic link")
         raise CheckpointError(f"model file not found: {path}")
-    if path.is_dir() or path.name.endswith((".safetensors", ".index.json")):
+    if path.is_dir() or path.name.endswith(".index.json"):
         return _open_safetensors(path)
-    with open(path, "rb") as fh:
-        magic = fh.read(8)
-    if (
-        magic[:2] == b"PK"
-        or magic[:1] == b"\x80"
-        or path.suffix in (".pt", ".pth", ".ckpt", ".bin")
-    ):
+    try:
+        size = path.stat().st_size
+        kind = sniff(path)
+    except PermissionError:
+        raise CheckpointError(
+            f"{path} cannot be read: permission denied; fix its permissions (chmod a+r)"
+        ) from None
+    except OSError as err:
+        raise CheckpointError(f"{path} cannot be read: {err.strerror or err}") from None
+    if size == 0:
+        raise CheckpointError(
+            f"{path} is empty (0 bytes): an interrupted download? Download it again"
+        )
+    if kind == "pickle":
         return _open_pickle(path)
-    if len(magic) < 8:
-        raise CheckpointError(f"{path} is empty or truncated ({path.stat().st_size} bytes)")
-    return _open_safetensors(path)
+    if kind == "safetensors" or path.suffix not in (".pt", ".pth", ".ckpt", ".bin"):
+        return _open_safetensors(path)
+    raise CheckpointError(
+        f"{path} is neither a safetensors file nor a PyTorch checkpoint (its first bytes are "
+        f"{_head_text(path)}): it is damaged or not a model; download it again"
+    )
+
+
+def _head_text(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return fh.read(8).hex(" ")
 
 
 # ----------------------------------------------------------------------------------------------

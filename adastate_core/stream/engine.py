@@ -48,11 +48,15 @@ def prepare_conditioning(model: CausalWanDiT, conditioning: Tensor) -> Tensor:
         raise StreamError(
             f"conditioning has shape {list(conditioning.shape)} but this model needs "
             f"[batch, tokens, {cfg.text_dim}] rows of the umT5-XXL text encoder: it came from a "
-            "different text encoder (in ComfyUI use CLIPLoader with type 'wan' and "
-            "umt5_xxl_fp8_e4m3fn_scaled.safetensors)"
+            "different text encoder; use the umT5-XXL one (umt5_xxl_fp8_e4m3fn_scaled / "
+            "umt5_xxl_fp16.safetensors: --text-encoder in the CLI, CLIPLoader type 'wan' in "
+            "ComfyUI)"
         )
     if not torch.isfinite(cond).all():
-        raise StreamError("conditioning contains NaN or inf values; re-encode the prompt")
+        raise StreamError(
+            "the prompt's text embedding contains NaN or inf values: the text encoder's "
+            "weights are broken (re-download the text encoder file)"
+        )
     nonzero = cond.abs().amax(dim=(0, 2)) > 0
     length = int(nonzero.nonzero().max()) + 1 if nonzero.any() else 1
     if length > cfg.text_len:

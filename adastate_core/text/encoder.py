@@ -20,6 +20,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import os
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -199,11 +200,11 @@ def _tokenizer_bytes(ckpt: TextCheckpoint, tokenizer: PathLike | bytes | None) -
         if found is not None:
             return read_spiece_bytes(found)
     raise CheckpointError(
-        f"{ckpt.path.name} carries no tokenizer (no '{formats.SPIECE_KEY}' tensor inside) and no "
-        "tokenizer= was given. The umT5 tokenizer is the google/umt5-xxl folder of the "
+        f"{ckpt.path.name} carries no tokenizer (no '{formats.SPIECE_KEY}' tensor inside) and "
+        "none was given (--tokenizer / tokenizer=). The umT5 tokenizer is the google/umt5-xxl folder of the "
         f"Wan2.1-T2V-1.3B download (spiece.model; it lies beside {OFFICIAL_WAN_FILE}), or is "
         "embedded in ComfyUI's umt5_xxl_fp16.safetensors / umt5_xxl_fp8_e4m3fn_scaled.safetensors: "
-        "pass one of them as tokenizer="
+        "pass one of them with --tokenizer (tokenizer= in Python)"
     )
 
 
@@ -402,7 +403,7 @@ def encode_prompts(
         encoder_id = encoder_identity(encoder_path, tokenizer=tokenizer, device=device, dtype=dtype)
         for prompt, raw in unique.items():
             hit = cache.get(raw, encoder_id)
-            if hit is not None:
+            if hit is not None and torch.isfinite(hit).all():
                 found[prompt] = hit
     todo = {c: p for c, p in unique.items() if c not in found}
     if todo:
@@ -413,7 +414,19 @@ def encode_prompts(
             del encoder
             _release(device)
         for (prompt, raw), emb in zip(todo.items(), embeddings):
+            if not torch.isfinite(emb).all():
+                raise CheckpointError(
+                    f"the text encoder {Path(encoder_path).name} produced NaN or inf values for "
+                    f"the prompt {raw[:60]!r}: its weights are broken; download it again"
+                )
             found[prompt] = emb
             if cache is not None:
-                cache.put(raw, encoder_id, emb)
+                try:
+                    cache.put(raw, encoder_id, emb)
+                except OSError as err:  # the cache only saves time: never fail a run over it
+                    warnings.warn(
+                        f"could not store the prompt embedding in {cache.directory} "
+                        f"({err.strerror or err}); the prompt will be encoded again next time",
+                        stacklevel=2,
+                    )
     return [found[c].clone() for c in cleaned]
