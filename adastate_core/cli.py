@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import signal
 import sys
 import time
@@ -83,64 +83,7 @@ def graceful_interrupt():
 
 
 # ----------------------------------------------------------------------------------------------
-# generate
-
-
-def _stream_config(args, seed: int):
-    from .stream.config import StreamConfig, parse_steps
-
-    steps = parse_steps(args.steps)
-    return StreamConfig(
-        height=args.height,
-        width=args.width,
-        policy=args.anchor,
-        chunk=args.chunk,
-        state=args.state,
-        window=args.window,
-        anchor_frames=args.anchor_frames,
-        ema_alpha=args.ema_alpha,
-        steps=steps,
-        shift=args.shift,
-        seed=seed,
-    )
-
-
-def _total_chunks(args, config) -> int:
-    if args.chunks is not None:
-        if args.chunks < 1:
-            raise AdaStateError("--chunks must be >= 1")
-        return args.chunks
-    if args.seconds is not None:
-        if args.seconds <= 0:
-            raise AdaStateError("--seconds must be > 0")
-        return config.chunks_for_seconds(args.seconds, args.fps)
-    raise AdaStateError("say how long the video is: --seconds N or --chunks N")
-
-
-def _jobs(args) -> list[tuple[list, Path]]:
-    """(schedule, output path) per video."""
-    from .prompts import parse_schedule, read_batch_file, read_schedule_file, slug
-
-    ext = args.format
-    if args.prompts:
-        batch = read_batch_file(args.prompts)
-        out_dir = Path(args.out or "adastate_out")
-        if out_dir.suffix and not out_dir.is_dir():
-            raise AdaStateError(f"with --prompts, --out is a folder for the videos, not {out_dir}")
-        return [
-            (sched, out_dir / f"{i + 1:04d}_{slug(sched[0].text)}.{ext}")
-            for i, sched in enumerate(batch)
-        ]
-    if args.schedule:
-        sched = read_schedule_file(args.schedule)
-    elif args.prompt is not None:
-        sched = parse_schedule(args.prompt)
-    elif args.resume:
-        sched = None  # taken from the run state
-    else:
-        raise AdaStateError("give a prompt: --prompt TEXT, --schedule FILE or --prompts FILE")
-    out = Path(args.out) if args.out else Path(f"adastate_{args.seed}.{ext}")
-    return [(sched, out)]
+# generate (adastate_core/generate_cmd.py)
 
 
 def _check_writable(path: Path) -> None:
@@ -158,159 +101,10 @@ def _check_writable(path: Path) -> None:
         raise AdaStateError(f"cannot write the output {path}: {err.strerror} ({folder})") from None
 
 
-def _encode(args, files, texts: list[str]):
-    """Prompt text -> umT5 rows (disk-cached; the encoder is loaded only for new prompts and
-    freed before the DiT loads)."""
-    from .text import encode_prompts
-
-    cache_dir = (
-        Path(args.cache_dir).expanduser()
-        if args.cache_dir
-        else (Path.home() / ".cache" / "adastate" / "embeddings")
-    )
-    rows = encode_prompts(
-        texts, files.text_encoder, cache_dir=cache_dir, tokenizer=args.tokenizer, device=args.device
-    )
-    return dict(zip(texts, rows))
-
-
-def _run_video(
-    args, model, vae, embed, schedule, out: Path, *, resume=None, label: str = ""
-) -> bool:
-    """Generate one video; True if it was stopped early (Ctrl-C)."""
-    from .io import open_writer
-    from .pipeline import generate, load_run
-    from .stream import PromptSchedule, init_stream
-
-    marker = out.with_name(out.name + ".incomplete")
-    if resume is not None:
-        stream, vae_cache, frames_written, meta = load_run(model, resume, device=model.device)
-        saved_schedule = json.loads(meta.get("schedule", "null"))
-        if schedule is None:
-            if saved_schedule is None:
-                raise AdaStateError(f"{resume} holds no prompt; pass --prompt")
-            from .prompts import TimedPrompt
-
-            schedule = [TimedPrompt(s, t) for s, t in saved_schedule]
-        config = stream.config
-        if "out" in meta and not args.out:
-            out = Path(meta["out"])
-            marker = out.with_name(out.name + ".incomplete")
-    else:
-        config = _stream_config(args, args.seed)
-        stream, vae_cache, frames_written = None, None, 0
-    total = _total_chunks(args, config)
-    prompts = PromptSchedule.from_seconds(
-        config, [(p.seconds, embed(p.text)) for p in schedule], recache=args.recache
-    )
-    if stream is None:
-        stream = init_stream(model, prompts.at(0), config)
-    settings = {
-        "prompt": " | ".join(f"{p.seconds:g}:{p.text}" for p in schedule),
-        "seed": str(config.seed),
-        "anchor": config.policy,
-        "settings": config.to_json(),
-        "generator": "adastate",
-    }
-    state_meta = {"schedule": json.dumps([(p.seconds, p.text) for p in schedule]), "out": str(out)}
-    state_path = args.save_state or resume
-    _check_writable(out)
-    marker.write_text(json.dumps({"chunks": total}))
-    bar = ProgressBar(total, label)
-    with (
-        graceful_interrupt() as should_stop,
-        open_writer(
-            out,
-            fps=args.fps,
-            crf=args.crf,
-            metadata=settings,
-            resume_frames=frames_written,
-        ) as writer,
-    ):
-        result = generate(
-            model,
-            vae,
-            stream,
-            writer,
-            total_chunks=total,
-            prompts=prompts,
-            vae_cache=vae_cache,
-            frames_written=frames_written,
-            state_path=state_path,
-            state_meta=state_meta,
-            on_chunk=bar,
-            should_stop=should_stop,
-        )
-    bar.close()
-    if result.stopped and result.chunks < total:
-        hint = (
-            f"; continue with --resume {state_path}"
-            if state_path
-            else (" (pass --save-state FILE to be able to resume)")
-        )
-        print(
-            f"adastate: stopped after chunk {result.chunks}: {result.frames_written} frames "
-            f"in {out}{hint}",
-            file=sys.stderr,
-        )
-        return True
-    marker.unlink(missing_ok=True)
-    rate = result.frames_written / result.seconds if result.seconds else 0.0
-    print(
-        f"wrote {out}: {result.frames_written} frames ({result.chunks} chunks) at "
-        f"{rate:.1f} frames/s"
-    )
-    return False
-
-
 def _cmd_generate(args: argparse.Namespace) -> int:
-    import torch
+    from .generate_cmd import run
 
-    from .locate import find_models
-    from .model import load_dit
-    from .vae import load_vae
-
-    jobs = _jobs(args)
-    todo = []
-    for schedule, out in jobs:
-        marker = out.with_name(out.name + ".incomplete")
-        if args.prompts and out.exists() and not marker.exists():
-            print(f"skip {out}: already finished", file=sys.stderr)
-            continue
-        _check_writable(out)
-        todo.append((schedule, out))
-    if not todo:
-        print("nothing to do: every output exists", file=sys.stderr)
-        return 0
-    files = find_models(args.models_dir, dit=args.dit, vae=args.vae, text_encoder=args.text_encoder)
-    for note in files.notes:
-        print(f"adastate: note: {note}", file=sys.stderr)
-    texts = sorted({p.text for sched, _ in todo if sched for p in sched})
-    if args.resume and todo[0][0] is None:
-        from .stream import read_extras
-
-        _, meta = read_extras(args.resume)
-        texts = sorted({t for _, t in json.loads(meta.get("schedule", "[]"))})
-    rows = _encode(args, files, texts)
-    device = torch.device(args.device)
-    model = load_dit(files.dit, dtype=args.dtype, device=device, attention=args.attention)
-    vae = load_vae(files.vae, dtype=args.vae_dtype, device=device)
-    _total_chunks(args, _stream_config(args, args.seed))  # fail early on a bad length
-    for i, (schedule, out) in enumerate(todo):
-        label = f"[{i + 1}/{len(todo)}] " if len(todo) > 1 else ""
-        stopped = _run_video(
-            args,
-            model,
-            vae,
-            rows.__getitem__,
-            schedule,
-            out,
-            resume=args.resume if i == 0 else None,
-            label=label,
-        )
-        if stopped:
-            return 130
-    return 0
+    return run(args)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -337,11 +131,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         save_file(random_vae(dim=8), str(Path(tmp) / "tiny_vae.safetensors"))
         vae = load_vae(Path(tmp) / "tiny_vae.safetensors")
     config = StreamConfig(height=args.height, width=args.width, policy=args.anchor, seed=args.seed)
+    total = config.chunks_for_seconds(args.seconds)
+    out = _demo_path(args.out)
+    _check_writable(out)
     cond = pseudo_embedding(args.prompt, 7, TINY.text_dim)
     stream = init_stream(dit, cond, config)
-    total = config.chunks_for_seconds(args.seconds)
-    out = Path(args.out)
-    _check_writable(out)
     print(
         "adastate demo: a SMOKE RUN of the machinery on a tiny random-weight DiT and VAE "
         "written on the fly (no download) — the video is structured noise, not a picture.",
@@ -355,7 +149,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         "generator": "adastate demo (random weights)",
     }
     start = time.perf_counter()
-    with open_writer(out, fps=16, metadata=meta) as writer:
+    with open_writer(out, fps=16, metadata=meta, exclusive=True) as writer:
         result = generate(dit, vae, stream, writer, total_chunks=total, on_chunk=bar)
     bar.close()
     elapsed = time.perf_counter() - start
@@ -366,6 +160,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"-> {out}"
     )
     return 0
+
+
+def _demo_path(given: str | None) -> Path:
+    """--out if free (an existing file is refused), else adastate_demo.mp4 or the next free
+    adastate_demo_NNN.mp4: a demo never replaces a file."""
+    from .outputs import existing, free_name
+
+    if given:
+        out = Path(given)
+        if existing(out):
+            raise AdaStateError(f"{out} exists; it is never overwritten: choose another --out")
+        return out
+    out = Path("adastate_demo.mp4")
+    return out if not existing(out) else free_name(Path.cwd(), "adastate_demo", "mp4")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -393,7 +201,13 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _cmd_tiny_model(args: argparse.Namespace) -> int:
     from .model.random_weights import TINY, save_random_checkpoint
 
-    path = save_random_checkpoint(args.path, TINY, seed=args.seed, layout=args.layout)
+    target = Path(args.path)
+    if os.path.lexists(target):
+        raise AdaStateError(
+            f"{target} exists ({'a folder' if target.is_dir() else 'a file'}); it is never "
+            "overwritten: choose a new file name"
+        )
+    path = save_random_checkpoint(target, TINY, seed=args.seed, layout=args.layout)
     print(f"wrote a tiny random-weight Wan2.1 DiT ({args.layout} layout) to {path}")
     print("it only exercises the machinery: its video is noise")
     return 0
@@ -403,24 +217,13 @@ def _cmd_tiny_model(args: argparse.Namespace) -> int:
 # parser
 
 
-def _add_stream_options(p: argparse.ArgumentParser) -> None:
-    from .stream.config import POLICIES
-
-    p.add_argument(
-        "--anchor",
-        default="adaptive",
-        choices=POLICIES,
-        help="anchor policy (default adaptive = AdaState)",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--height", type=int, default=480)
-    p.add_argument("--width", type=int, default=832)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adastate",
         description="AdaState: streaming text-to-video with a self-evolving anchor (Wan2.1).",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the Python traceback of an unexpected error"
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -443,8 +246,28 @@ def build_parser() -> argparse.ArgumentParser:
     length = gen.add_mutually_exclusive_group()
     length.add_argument("--seconds", type=float)
     length.add_argument("--chunks", type=int)
-    _add_stream_options(gen)
-    gen.add_argument("--out", help="output file (folder with --prompts)")
+    from .stream.config import POLICIES
+
+    gen.add_argument(
+        "--anchor", default=None, choices=POLICIES,
+        help="anchor policy (default adaptive = AdaState)",
+    )  # fmt: skip
+    gen.add_argument("--seed", type=int, default=None, help="0 .. 2^64-1 (default 0)")
+    gen.add_argument("--height", type=int, default=None, help="default 480")
+    gen.add_argument("--width", type=int, default=None, help="default 832")
+    gen.add_argument(
+        "--out",
+        help="output file (folder with --prompts); default adastate_<prompt>_<seed>_NNN.mp4, "
+        "never an existing name",
+    )
+    gen.add_argument(
+        "--overwrite", action="store_true",
+        help="replace an existing --out (otherwise an existing file is refused)",
+    )  # fmt: skip
+    gen.add_argument(
+        "--no-memory-check", action="store_true",
+        help="start even if the estimated memory need exceeds what the device has free",
+    )  # fmt: skip
     gen.add_argument("--format", default="mp4", choices=FORMATS, help="with --prompts / no --out")
     gen.add_argument("--fps", type=int, default=16)
     gen.add_argument("--crf", type=int, default=19)
@@ -467,13 +290,15 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--vae-dtype", default=None, choices=["fp32", "bf16", "fp16"])
     models.add_argument("--attention", default="sdpa", choices=["sdpa", "sageattention"])
     adv = gen.add_argument_group("stream")
-    adv.add_argument("--chunk", type=int, default=3, help="latent frames per chunk (C)")
-    adv.add_argument("--state", type=int, default=1, help="adaptive state frames (S)")
-    adv.add_argument("--window", type=int, default=3, help="cached content frames (W)")
-    adv.add_argument("--anchor-frames", type=int, default=1, help="static/ema sink frames (A)")
-    adv.add_argument("--ema-alpha", type=float, default=0.999)
-    adv.add_argument("--steps", default="1000,750,500,250")
-    adv.add_argument("--shift", type=float, default=5.0)
+    adv.add_argument("--chunk", type=int, default=None, help="latent frames per chunk (C, 3)")
+    adv.add_argument("--state", type=int, default=None, help="adaptive state frames (S, 1)")
+    adv.add_argument("--window", type=int, default=None, help="cached content frames (W, 3)")
+    adv.add_argument(
+        "--anchor-frames", type=int, default=None, help="static/ema sink frames (A, 1)"
+    )
+    adv.add_argument("--ema-alpha", type=float, default=None, help="default 0.999")
+    adv.add_argument("--steps", default=None, help="default 1000,750,500,250")
+    adv.add_argument("--shift", type=float, default=None, help="default 5.0")
     adv.add_argument(
         "--recache",
         action="store_true",
@@ -486,7 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=_cmd_generate)
 
     demo = sub.add_parser("demo", help="smoke run of the whole pipeline on tiny random weights")
-    demo.add_argument("--out", default="adastate_demo.mp4")
+    demo.add_argument(
+        "--out", default=None, help="default adastate_demo.mp4 (adastate_demo_NNN.mp4 if taken)"
+    )
     demo.add_argument("--seconds", type=float, default=5.0)
     demo.add_argument("--prompt", default="a smoke test of the streaming machinery")
     demo.add_argument("--anchor", default="adaptive")
@@ -494,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--height", type=int, default=128)
     demo.add_argument("--width", type=int, default=192)
     demo.set_defaults(func=_cmd_demo)
+    for sp in (gen, demo):  # `--debug` also after the command
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the Python traceback of an unexpected error")  # fmt: skip
 
     info = sub.add_parser(
         "info", help="describe a DiT checkpoint: format, size, dtype, parameter count"
@@ -556,6 +386,33 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("adastate: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # a bug or an environment problem: one line, never a traceback
+        if args.debug:
+            raise
+        print(f"adastate: error: {_unexpected(err)}", file=sys.stderr)
+        print(
+            "adastate: files written so far are kept; run again with --debug to see the "
+            "traceback (and report it if it looks like a bug)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _unexpected(err: Exception) -> str:
+    import torch
+
+    if isinstance(err, torch.OutOfMemoryError):
+        return (
+            "out of memory on the GPU; make the video smaller (--height/--width, --chunk, "
+            "--window) or use --dtype bf16 / --vae-dtype bf16"
+        )
+    if isinstance(err, MemoryError):
+        return "out of memory; make the video smaller (--height/--width, --chunk, --window)"
+    if isinstance(err, OSError) and err.strerror:
+        where = f" ({err.filename})" if err.filename else ""
+        return f"{err.strerror}{where}"
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else 'no details'}"
 
 
 if __name__ == "__main__":

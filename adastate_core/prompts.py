@@ -38,6 +38,11 @@ def parse_schedule(text: str, *, from_zero: bool = True) -> list[TimedPrompt]:
         if p.strip() and not p.strip().startswith("#")
     ]
     if not parts:
+        if text.strip().startswith("#"):
+            raise PromptError(
+                "the prompt is only a comment (a part starting with '#' is ignored); write "
+                "what the video should show"
+            )
         raise PromptError("the prompt is empty; write what the video should show")
     timed = [_TIMED.match(p) for p in parts]
     if not any(timed) and len(parts) == 1:
@@ -52,7 +57,9 @@ def parse_schedule(text: str, *, from_zero: bool = True) -> list[TimedPrompt]:
     out.sort(key=lambda p: p.seconds)
     if from_zero and out[0].seconds != 0:
         raise PromptError(
-            f"the prompt schedule starts at {out[0].seconds:g} s; it needs a prompt at 0 s"
+            f"the prompt schedule starts at {out[0].seconds:g} s; it needs a prompt at 0 s "
+            f"(a prompt that itself starts with a time, like {parts[0][:20]!r}, is read as a "
+            "switch time: write it as '0: ' followed by the prompt)"
         )
     if len({p.seconds for p in out}) != len(out):
         raise PromptError("two prompts in the schedule start at the same time")
@@ -62,28 +69,42 @@ def parse_schedule(text: str, *, from_zero: bool = True) -> list[TimedPrompt]:
     return out
 
 
-def read_schedule_file(path: str | Path) -> list[TimedPrompt]:
-    path = Path(path)
+def _read_text(path: Path, what: str) -> str:
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise PromptError(
+            f"the {what} {path} is not UTF-8 text (byte {err.start}); save it as UTF-8"
+        ) from None
     except OSError as err:
-        raise PromptError(f"cannot read the prompt schedule {path}: {err.strerror}") from None
-    return parse_schedule(text)
+        raise PromptError(f"cannot read the {what} {path}: {err.strerror}") from None
+    return text.removeprefix("\ufeff")  # a byte-order mark (Windows editors)
+
+
+def read_schedule_file(path: str | Path) -> list[TimedPrompt]:
+    path = Path(path)
+    return parse_schedule(_read_text(path, "prompt schedule"))
+
+
+def read_batch_lines(path: str | Path) -> list[tuple[int, list[TimedPrompt]]]:
+    """(line number, schedule) per non-empty, non-comment line; an error names its line."""
+    path = Path(path)
+    batch = []
+    for number, line in enumerate(_read_text(path, "prompts file").splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            batch.append((number, parse_schedule(line)))
+        except PromptError as err:
+            raise PromptError(f"{path} line {number}: {err}") from None
+    if not batch:
+        raise PromptError(f"the prompts file {path} has no prompts (one video per line)")
+    return batch
 
 
 def read_batch_file(path: str | Path) -> list[list[TimedPrompt]]:
     """One schedule per non-empty, non-comment line."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise PromptError(f"cannot read the prompts file {path}: {err.strerror}") from None
-    batch = [
-        parse_schedule(line) for line in lines if line.strip() and not line.lstrip().startswith("#")
-    ]
-    if not batch:
-        raise PromptError(f"the prompts file {path} has no prompts (one video per line)")
-    return batch
+    return [schedule for _, schedule in read_batch_lines(path)]
 
 
 def slug(text: str, length: int = 40) -> str:

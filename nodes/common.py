@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from adastate_core.errors import AdaStateError, CheckpointError
+from adastate_core.memory import kv_and_activation_bytes
 from adastate_core.model import CausalWanDiT
 from adastate_core.stream import POLICIES, PromptSchedule, StreamConfig, StreamError
 from adastate_core.stream.config import parse_steps
@@ -264,17 +265,9 @@ def file_metadata(prompt: Any, extra_pnginfo: Any, **more: str) -> dict[str, str
 
 
 def memory_estimate(dit: CausalWanDiT, config: StreamConfig, extra: int = 0) -> int:
-    """Bytes to keep free beside the DiT: window K/V (anchor + state + cache + chunk) and the
-    live activations. A deliberate over-estimate; ComfyUI only uses it to offload others."""
-    cfg = dit.config
-    h, w = config.latent_size
-    tokens = (h // cfg.patch_size[1]) * (w // cfg.patch_size[2])
-    frames = config.anchor_frames + 2 * config.state + config.window + config.chunk
-    elem = torch.empty(0, dtype=dit.compute_dtype).element_size()
-    kv = 2 * cfg.num_layers * frames * tokens * cfg.dim * elem
-    live = (config.state + config.chunk) * tokens
-    activations = live * (cfg.ffn_dim + 8 * cfg.dim) * 4 + 4 * live * frames * tokens * 4
-    return int(2 * kv + activations + extra)
+    """Bytes to keep free beside the DiT: window K/V and live activations
+    (`adastate_core.memory`) plus `extra`. ComfyUI only uses it to offload other models."""
+    return kv_and_activation_bytes(dit.config, config, dit.compute_dtype) + int(extra)
 
 
 def use_model(model: AdaStateModel, config: StreamConfig | None = None, extra: int = 0):

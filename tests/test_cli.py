@@ -127,7 +127,9 @@ def test_generate_mp4_with_schedule_and_metadata(models, cache_dir, tmp_path):
     meta = read_metadata(out)
     assert meta["prompt"] == "0:a red fox | 1:a blue bird" and meta["seed"] == "3"
     assert '"policy": "static"' in meta["settings"]
-    assert not out.with_name(out.name + ".incomplete").exists()
+    assert not list(tmp_path.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == [
+        "fox.mp4"
+    ]  # no marker, no lock left beside the finished video
 
 
 def _run_until(args, chunk: int, sig: int) -> subprocess.Popen:
@@ -241,13 +243,14 @@ def test_batch_skips_finished_outputs(models, cache_dir, tmp_path):
     assert [f.name for f in files] == ["0001_a_red_fox.mp4", "0002_a_dog.mp4"]
     stamp = {f: f.stat().st_mtime_ns for f in files}
     res = gen(models, cache_dir, *args)
-    assert res.stderr.count("already finished") == 2
+    assert res.stderr.count("finished (same prompt, seed and settings)") == 2
     assert all(f.stat().st_mtime_ns == stamp[f] for f in files)
     files[1].unlink()
-    files[0].with_name(files[0].name + ".incomplete").write_text("{}")  # as if interrupted
-    res = gen(models, cache_dir, *args)
-    assert "already finished" not in res.stderr
+    res = gen(models, cache_dir, *args)  # a deleted video is made again, the other kept
+    assert res.stderr.count("finished (same") == 1
+    assert files[0].stat().st_mtime_ns == stamp[files[0]]
     assert all(count_frames(f) == frames_after(2) for f in files)
+    assert not list(out.glob("*.incomplete")) and not list(out.glob(".*lock"))
 
 
 @pytest.mark.parametrize(
@@ -318,7 +321,7 @@ def test_bad_input_messages(models, cache_dir, tmp_path, case):
     res = cli("generate", "--cache-dir", cache_dir, *args[0], check=False, cwd=tmp_path)
     assert res.returncode == 2, res.stderr
     assert args[1] in res.stderr and "Traceback" not in res.stderr
-    assert not list(tmp_path.glob("*.incomplete"))  # refused before anything was started
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.txt"]  # refused, nothing started
 
 
 def test_wan22_vae_is_refused(models, cache_dir, tmp_path):

@@ -333,10 +333,7 @@ class VideoWriter:
         )
 
     def _start_new(self) -> str:
-        return (
-            f"start a new video instead (another file name, or replace {self.path} "
-            "deliberately)"
-        )
+        return f"start a new video instead (another file name, or replace {self.path} deliberately)"
 
     def _foreign(self, frames: int, reason: str) -> VideoIOError:
         return self._cannot_resume(
