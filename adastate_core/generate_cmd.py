@@ -9,6 +9,7 @@ refusal is a message that says what to do, before the text encoder or the DiT lo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -163,7 +164,12 @@ def _read_schedule(args) -> tuple[list | None, str]:
     return None, ""
 
 
-def _refuse_existing(out: Path, found: list[Path]) -> OutputError:
+def _refuse_existing(out: Path, found: list[Path], check_lock: bool = True) -> OutputError:
+    if check_lock:
+        try:  # being written right now by another run? say so
+            OutputLock(out).acquire().release()
+        except OutputError as busy:
+            return busy
     info = video_info(out)
     what = (
         f"{out} exists" if found == [out] else f"{out.parent} already holds frames {found[0].name}…"
@@ -450,13 +456,6 @@ def check_memory(args, device, dit_ckpt, vae_dim: int, jobs: list[Job]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
-    from .locate import find_models
-    from .model import load_dit, read_checkpoint
-    from .text.encoder import read_text_checkpoint
-    from .vae import load_vae
-    from .vae.loader import read_vae_checkpoint
-
     jobs, notes = plan(args)
     for folder in sorted({job.out.parent for job in jobs}):
         probe_folder(folder, "the output")
@@ -465,6 +464,19 @@ def run(args: argparse.Namespace) -> int:
     if not jobs:
         print("adastate: nothing to do", file=sys.stderr)
         return 0
+    with contextlib.ExitStack() as locks:
+        for job in jobs:  # held for the whole run: a second process is refused at once
+            locks.enter_context(OutputLock(job.out))
+        return _run_locked(args, jobs)
+
+
+def _run_locked(args, jobs: list[Job]) -> int:
+    from .locate import find_models
+    from .model import load_dit, read_checkpoint
+    from .text.encoder import read_text_checkpoint
+    from .vae import load_vae
+    from .vae.loader import read_vae_checkpoint
+
     files = find_models(args.models_dir, dit=args.dit, vae=args.vae, text_encoder=args.text_encoder)
     for note in files.notes:
         print(f"adastate: note: {note}", file=sys.stderr)
@@ -522,63 +534,62 @@ def run_job(args, model, vae, embed, job: Job, state_path: Path | None) -> bool:
     from .pipeline import generate, load_run
     from .stream import PromptSchedule, init_stream
 
-    out = job.out
-    with OutputLock(out):
-        if job.resume is None:
-            found = existing(out)
-            if found and not job.replace:  # appeared since the plan: another run's
-                raise _refuse_existing(out, found)
-            if job.replace:
-                remove(out)
-        config = job.config
-        if job.resume is not None:
-            stream, vae_cache, frames_written, _ = load_run(model, job.resume, device=model.device)
-        else:
-            stream, vae_cache, frames_written = None, None, 0
-        prompts = PromptSchedule.from_seconds(
-            config, [(p.seconds, embed(p.text)) for p in job.schedule], recache=args.recache
-        )
-        if stream is None:
-            stream = init_stream(model, prompts.at(0), config)
-        prompt, seed, settings = job.identity
-        metadata = {
-            "prompt": prompt, "seed": seed, "anchor": config.policy, "settings": settings,
-            "generator": "adastate",
-        }  # fmt: skip
-        state_meta = {
-            "schedule": json.dumps([(p.seconds, p.text) for p in job.schedule]),
-            "chunks": str(job.total),
-        }
-        if state_path is not None:
-            absolute = out.resolve()
-            state_meta["out_abs"] = str(absolute)
-            state_meta["out_rel"] = os.path.relpath(absolute, state_path.resolve().parent)
-        bar = ProgressBar(job.total, job.label)
-        result = None
-        try:
-            writer = open_writer(
-                out, fps=args.fps, crf=args.crf, metadata=metadata,
-                resume_frames=frames_written, exclusive=job.resume is None,
+    out = job.out  # the caller holds the output's lock
+    if job.resume is None:
+        found = existing(out)
+        if found and not job.replace:  # appeared since the plan: another program's
+            raise _refuse_existing(out, found, check_lock=False)
+        if job.replace:
+            remove(out)
+    config = job.config
+    if job.resume is not None:
+        stream, vae_cache, frames_written, _ = load_run(model, job.resume, device=model.device)
+    else:
+        stream, vae_cache, frames_written = None, None, 0
+    prompts = PromptSchedule.from_seconds(
+        config, [(p.seconds, embed(p.text)) for p in job.schedule], recache=args.recache
+    )
+    if stream is None:
+        stream = init_stream(model, prompts.at(0), config)
+    prompt, seed, settings = job.identity
+    metadata = {
+        "prompt": prompt, "seed": seed, "anchor": config.policy, "settings": settings,
+        "generator": "adastate",
+    }  # fmt: skip
+    state_meta = {
+        "schedule": json.dumps([(p.seconds, p.text) for p in job.schedule]),
+        "chunks": str(job.total),
+    }
+    if state_path is not None:
+        absolute = out.resolve()
+        state_meta["out_abs"] = str(absolute)
+        state_meta["out_rel"] = os.path.relpath(absolute, state_path.resolve().parent)
+    bar = ProgressBar(job.total, job.label)
+    result = None
+    try:
+        writer = open_writer(
+            out, fps=args.fps, crf=args.crf, metadata=metadata,
+            resume_frames=frames_written, exclusive=job.resume is None,
+        )  # fmt: skip
+    except OutputExistsError:
+        raise _refuse_existing(out, existing(out), check_lock=False) from None
+    try:
+        with graceful_interrupt() as should_stop, writer:
+            result = generate(
+                model, vae, stream, writer, total_chunks=job.total, prompts=prompts,
+                vae_cache=vae_cache, frames_written=frames_written, state_path=state_path,
+                state_meta=state_meta, on_chunk=bar, should_stop=should_stop,
             )  # fmt: skip
-        except OutputExistsError:
-            raise _refuse_existing(out, existing(out)) from None
-        try:
-            with graceful_interrupt() as should_stop, writer:
-                result = generate(
-                    model, vae, stream, writer, total_chunks=job.total, prompts=prompts,
-                    vae_cache=vae_cache, frames_written=frames_written, state_path=state_path,
-                    state_meta=state_meta, on_chunk=bar, should_stop=should_stop,
-                )  # fmt: skip
-        except KeyboardInterrupt:
-            bar.close()
-            _stopped_hint(out, writer.frames_written, state_path)
-            raise
-        except BaseException:
-            if job.resume is None and writer.frames_written == 0:
-                remove(out)  # our own empty file: nothing of the run reached it
-            raise
-        finally:
-            bar.close()
+    except KeyboardInterrupt:
+        bar.close()
+        _stopped_hint(out, writer.frames_written, state_path)
+        raise
+    except BaseException:
+        if job.resume is None and writer.frames_written == 0:
+            remove(out)  # our own empty file: nothing of the run reached it
+        raise
+    finally:
+        bar.close()
     if result.stopped and result.chunks < job.total:
         _stopped_hint(out, result.frames_written, state_path, result.chunks)
         return True
