@@ -5,7 +5,9 @@ Runs the real `adastate` command on the tiny model set (tests/tiny_models.py).""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 import random
 import signal
@@ -26,6 +28,7 @@ from adastate_core.stream import StreamConfig  # noqa: E402
 from conftest import REPO  # noqa: E402
 
 SIZE = ["--height", "64", "--width", "96"]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 INJECT = REPO / "tests" / "fault_inject"
 
 
@@ -45,12 +48,29 @@ def frames(chunks: int) -> int:
     return StreamConfig(height=64, width=96).frames_after(chunks)
 
 
-def cli(*args, cwd, env=None, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "adastate_core", *map(os.fsencode, map(str, args))],
-        capture_output=True, text=True, cwd=cwd, timeout=timeout,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
-    )  # fmt: skip
+def cli(*args, cwd, env=None, timeout=300):
+    """`adastate ARGS` in folder `cwd`: in this process (what a user gets, without paying for
+    a Python start-up per call), or as a real process when `env` is given."""
+    if env is not None:
+        return subprocess.run(
+            [sys.executable, "-m", "adastate_core", *map(os.fsencode, map(str, args))],
+            capture_output=True, text=True, cwd=cwd, timeout=timeout,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
+        )  # fmt: skip
+    from adastate_core.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    here = Path.cwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as exit_:  # argparse
+                code = exit_.code
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def gen(models, cache, *args, cwd, **kw) -> subprocess.CompletedProcess:
@@ -492,7 +512,7 @@ def test_property_files_a_user_made_survive_any_sequence_of_runs(models, cache, 
     names = ["holiday.mp4", "link.mp4", "new_a.mp4", "new_b.gif", "frames.png", None]
     states = ["run_mine.safetensors", "holiday.mp4", "s1.safetensors", None]
     overwritten: set[str] = set()
-    for step in range(10):
+    for step in range(16):
         out = rng.choice(names)
         state = rng.choice(states)
         args = ["--prompt", rng.choice(["a fox", "a dog"]), "--chunks", str(rng.randint(1, 3)),

@@ -528,7 +528,7 @@ def test_failed_resumes_say_what_to_do_and_change_nothing(fmt, tmp_path):
     path = out_path(tmp_path, fmt)
     write_chunks(path, chunks())
     before = contents(path, fmt)
-    start_new = "start a new output instead"
+    start_new = "start a new video instead"
     failures = [
         ({"resume_frames": 5}, r"at frame 5: no write ended there \(writes ended after frames 9"),
         ({"resume_frames": 22}, r"no write ended there \(writes ended after frames 9, 21, 33\)"),
