@@ -944,7 +944,7 @@ class _PngWriter(VideoWriter):
 
     def _start_new(self) -> str:
         return (
-            f"start a new output instead (another path, or delete {self.folder}/{self.stem}_*.png "
+            f"start a new video instead (another name, or delete {self.folder}/{self.stem}_*.png "
             "first)"
         )
 
