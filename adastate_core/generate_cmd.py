@@ -53,6 +53,7 @@ class Job:
     frames_written: int = 0
     replace: bool = False  # remove what is at `out` first (--overwrite, or a batch redo)
     label: str = ""
+    where: str = ""  # where the request came from (a batch line), for messages
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -310,7 +311,7 @@ def plan(args) -> tuple[list[Job], list[str]]:
             check_texts(sched, where)
             notes += check_switches(config, sched, total, where)
             out = out_dir / f"{i + 1:04d}_{slug(sched[0].text)}.{fmt}"
-            job = Job(sched, out, config, total, label=f"[{i + 1}/{len(batch)}] ")
+            job = Job(sched, out, config, total, label=f"[{i + 1}/{len(batch)}] ", where=where)
             found = existing(out)
             if found:
                 info = video_info(out)
@@ -506,10 +507,26 @@ def _run_locked(args, jobs: list[Job]) -> int:
     rows = _encode(args, files, cache_dir, texts)
     model = load_dit(files.dit, dtype=args.dtype, device=device, attention=args.attention)
     vae = load_vae(files.vae, dtype=args.vae_dtype, device=device)
+    failed = []
     for job in jobs:
-        stopped = run_job(args, model, vae, rows.__getitem__, job, state_path or job.resume)
+        try:
+            stopped = run_job(args, model, vae, rows.__getitem__, job, state_path or job.resume)
+        except AdaStateError as err:
+            if len(jobs) == 1:
+                raise
+            # one bad video does not stop a batch: name it, go on, fail at the end
+            failed.append(job)
+            print(
+                f"adastate: error: {job.label}{job.out.name} ({job.where}): {err}", file=sys.stderr
+            )
+            continue
         if stopped:
             return 130
+    if failed:
+        raise AdaStateError(
+            f"{len(failed)} of {len(jobs)} videos failed: "
+            + ", ".join(f"{j.out.name} ({j.where})" for j in failed)
+        )
     return 0
 
 

@@ -536,3 +536,64 @@ def test_property_files_a_user_made_survive_any_sequence_of_runs(models, cache, 
             if name not in overwritten:
                 assert (folder / name).read_bytes() == data, (step, name, args)
         assert outside.read_text() == "outside", (step, args)
+
+
+def test_s2_5_s2_8_wrong_or_broken_model_files_are_refused_before_the_encoder(models, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from adastate_core.model.random_weights import TINY, random_state_dict
+
+    fresh = tmp_path / "emb"
+    ints = tmp_path / "int_dit.safetensors"
+    save_file({k: (v * 100).to(torch.int32) for k, v in random_state_dict(TINY).items()},
+              str(ints))  # fmt: skip
+    for flag, path, text in (
+        ("--dit", models / "vae" / "wan_2.1_vae.safetensors", "a VAE, not a diffusion model"),
+        ("--dit", ints, "stores weights as int32"),
+        ("--vae", models / "diffusion_models" / "self_forcing_dmd.pt", "is a Wan DiT"),
+    ):
+        res = cli("generate", "--models-dir", models, "--cache-dir", fresh, *SIZE, flag, path,
+                  "--prompt", "x", "--chunks", "1", "--out", tmp_path / "o.mp4", cwd=tmp_path)  # fmt: skip
+        refused(res, text)
+        assert not fresh.exists(), f"the text encoder ran before refusing {path.name}"
+
+
+def test_s3_5_unreadable_model_file(monkeypatch, tmp_path):
+    from adastate_core.errors import CheckpointError
+    from adastate_core.model import loader, read_checkpoint
+
+    path = tmp_path / "locked.pt"
+    path.write_bytes(b"x" * 100)
+
+    def denied(_):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(loader, "sniff", denied)  # root reads anything: simulate the refusal
+    with pytest.raises(CheckpointError, match="permission denied; fix its permissions"):
+        read_checkpoint(path)
+
+
+def test_s3_10_one_failing_video_does_not_stop_a_batch(models, cache, tmp_path):
+    batch = tmp_path / "b.txt"
+    long = " ".join(["fox"] * 40)  # more tokens than the tiny model's text length
+    batch.write_text(f"a red fox\n{long}\nthe river\n")
+    err = refused(gen(models, cache, "--prompts", batch, "--chunks", "1", "--out",
+                      tmp_path / "v", cwd=tmp_path), "line 2", "1 of 3 videos failed")  # fmt: skip
+    assert "shorten the prompt" in err
+    assert sorted(p.name for p in (tmp_path / "v").glob("*.mp4")) == [
+        "0001_a_red_fox.mp4", "0003_the_river.mp4"]  # fmt: skip
+
+
+def test_s3_12_a_broken_text_encoder_is_named(models, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    te = load_file(str(models / "text_encoders" / "umt5_xxl_fp16.safetensors"))
+    broken = tmp_path / "umt5_nan.safetensors"
+    save_file({k: v if k == "spiece_model" else v * float("nan") for k, v in te.items()},
+              str(broken))  # fmt: skip
+    fresh = tmp_path / "emb"
+    res = cli("generate", "--models-dir", models, "--cache-dir", fresh, *SIZE, "--text-encoder",
+              broken, "--prompt", "a fox", "--chunks", "1", cwd=tmp_path)  # fmt: skip
+    refused(res, "umt5_nan.safetensors produced NaN or inf values", "download it again")
+    assert not list(fresh.rglob("*.safetensors"))  # nothing cached

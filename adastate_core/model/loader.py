@@ -389,6 +389,13 @@ def read_checkpoint(
             names[canon] = raw_key
 
     shapes = {k: raw.shapes[r] for k, r in names.items()}
+    integer = sorted(k for k, r in names.items() if not raw.dtypes[r].is_floating_point)
+    if integer and "head.modulation" in shapes:
+        raise CheckpointError(
+            f"{what} stores weights as {str(raw.dtypes[names[integer[0]]]).replace('torch.', '')} "
+            f"({integer[0]}{' and others' if len(integer) > 1 else ''}): a model's weights are "
+            "floating point (fp32/fp16/bf16/fp8); this file is broken or another kind of file"
+        )
     if "head.modulation" not in shapes or "patch_embedding.weight" not in shapes:
         sample = ", ".join(sorted(names_set)[:5])
         raise CheckpointError(
