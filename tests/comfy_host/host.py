@@ -258,7 +258,7 @@ def write_tiny_text_encoder(path: Path) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    d, heads, kv, ff, vocab = 8, 2, 4, 16, 64
+    d, heads, kv, ff, vocab = 4096, 2, 4, 16, 64  # umT5-XXL's width: the CLI checks it
     g = torch.Generator().manual_seed(0)
     t = {"shared.weight": torch.randn(vocab, d, generator=g)}
     attn = "encoder.block.0.layer.0.SelfAttention."
