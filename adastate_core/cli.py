@@ -86,21 +86,6 @@ def graceful_interrupt():
 # generate (adastate_core/generate_cmd.py)
 
 
-def _check_writable(path: Path) -> None:
-    """Fail before any model loads if the output cannot be written (format or folder)."""
-    from .io import format_of
-
-    format_of(path)
-    folder = path.parent if path.suffix else path
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".adastate_write_test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise AdaStateError(f"cannot write the output {path}: {err.strerror} ({folder})") from None
-
-
 def _cmd_generate(args: argparse.Namespace) -> int:
     from .generate_cmd import run
 
@@ -117,7 +102,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     import torch
     from safetensors.torch import save_file
 
-    from .io import open_writer
+    from .generate_cmd import probe_folder
+    from .io import format_of, open_writer
     from .model import load_dit
     from .model.random_weights import TINY, save_random_checkpoint
     from .pipeline import generate, pseudo_embedding
@@ -133,7 +119,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     config = StreamConfig(height=args.height, width=args.width, policy=args.anchor, seed=args.seed)
     total = config.chunks_for_seconds(args.seconds)
     out = _demo_path(args.out)
-    _check_writable(out)
+    format_of(out)
+    probe_folder(out.parent, "the output")
     cond = pseudo_embedding(args.prompt, 7, TINY.text_dim)
     stream = init_stream(dit, cond, config)
     print(

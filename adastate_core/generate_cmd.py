@@ -21,7 +21,6 @@ from pathlib import Path
 from .errors import AdaStateError
 from .outputs import OutputError, OutputLock, existing, free_name, remove, video_info
 
-FORMATS = ("mp4", "webm", "webp", "gif", "png")
 MAX_CRF = {"mp4": 51, "webm": 63}
 
 # generate's stream settings: flag dest -> (StreamConfig field, default). The flags default to
@@ -234,7 +233,7 @@ def _resume_job(args) -> Job:
     job = Job(schedule, out, config, total, resume=state, frames_written=frames_written)
     if os.path.islink(out):
         raise OutputError(f"{out} is a symbolic link; a run never writes through one")
-    if not os.path.lexists(out) and not existing(out):
+    if not existing(out):
         raise OutputError(
             f"the video this run state continues, {out}, is missing; it cannot be continued "
             "(the state is only useful with its video): start a new video"
@@ -270,7 +269,7 @@ def _resumed_output(args, state: Path, extra: dict[str, str]) -> Path:
     if extra.get("out"):  # states written before 0.2 stored --out as typed
         candidates += [Path(extra["out"]), state.parent / extra["out"]]
     for path in candidates:
-        if os.path.lexists(path) or existing(path):
+        if existing(path):
             return path
     if candidates:
         return candidates[0]
@@ -437,8 +436,12 @@ def check_memory(args, device, dit_ckpt, vae_dim: int, jobs: list[Job]) -> None:
     vae_dtype = as_dtype(args.vae_dtype) or (
         torch.bfloat16 if device.type == "cuda" else torch.float32
     )
+    params = dit_ckpt.num_params()
     worst = max(
-        (stream_bytes(dit_ckpt.config, job.config, compute, vae_dtype, vae_dim) for job in jobs),
+        (
+            stream_bytes(dit_ckpt.config, params, job.config, compute, vae_dtype, vae_dim)
+            for job in jobs
+        ),
         key=lambda parts: parts["total"],
     )
     free = available_bytes(device)

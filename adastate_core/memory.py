@@ -29,24 +29,18 @@ def kv_and_activation_bytes(cfg: WanConfig, config: StreamConfig, compute: torch
     return int(2 * kv + activations)
 
 
-def weight_bytes(cfg: WanConfig, dtype: torch.dtype) -> int:
-    with torch.device("meta"):
-        from .model import CausalWanDiT
-
-        n = sum(p.numel() for p in CausalWanDiT(cfg).parameters())
-    return n * _size(dtype)
-
-
 def stream_bytes(
     cfg: WanConfig,
+    params: int,
     config: StreamConfig,
     compute: torch.dtype,
     vae_dtype: torch.dtype,
     vae_dim: int = 96,
 ) -> dict[str, int]:
-    """{'DiT weights', 'K/V + activations', 'VAE cache', 'VAE activations', 'total'} bytes."""
+    """{'DiT weights', 'K/V + activations', 'VAE cache', 'VAE activations', 'total'} bytes for
+    a DiT of `params` parameters held in `compute`."""
     parts = {
-        "DiT weights": weight_bytes(cfg, compute),
+        "DiT weights": params * _size(compute),
         "K/V + activations": kv_and_activation_bytes(cfg, config, compute),
         "VAE cache": estimate_cache_bytes(config.height, config.width, vae_dtype, dim=vae_dim),
     }

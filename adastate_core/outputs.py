@@ -85,9 +85,7 @@ def remove(path: Path) -> None:
     own video). Only regular files are removed, and a link is removed, never what it points
     to; anything else is refused."""
     for item in existing(path):
-        if item.is_symlink():
-            item.unlink()
-        elif item.is_file():
+        if item.is_symlink() or item.is_file():  # a link itself, never its target
             item.unlink()
         else:
             raise OutputError(

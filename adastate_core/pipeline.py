@@ -22,8 +22,7 @@ from .model import CausalWanDiT
 from .stream import (
     PromptSchedule,
     StreamState,
-    load_stream,
-    read_extras,
+    load_stream_with_extras,
     save_stream,
     stream_chunks,
 )
@@ -89,8 +88,7 @@ def load_run(model: CausalWanDiT, path: str | Path, device=None):
     from .stream.engine import StreamError
     from .vae import cache_from_tensors
 
-    stream = load_stream(model, path)
-    tensors, meta = read_extras(path)
+    stream, tensors, meta = load_stream_with_extras(model, path)
     if meta.get("format") != RUN_FORMAT:
         if stream.chunk_index:
             raise StreamError(

@@ -71,3 +71,13 @@ def tiny_model(seed: int = 0, config: WanConfig = TINY, **kwargs) -> CausalWanDi
 
 def max_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.double() - b.double()).abs().max().item()
+
+
+# the marks of the tests that run a real ComfyUI (tests/test_comfyui_*.py)
+REAL_COMFYUI = [
+    pytest.mark.comfyui,
+    pytest.mark.skipif(
+        not os.environ.get("COMFYUI_DIR"),
+        reason="set COMFYUI_DIR to a ComfyUI checkout (and COMFYUI_PYTHON to its venv's python)",
+    ),
+]

@@ -20,20 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REAL_COMFYUI, REPO
 
 sys.path.insert(0, str(REPO / "tests" / "comfy_host"))
 import browser  # noqa: E402
 import host  # noqa: E402
 import webapp  # noqa: E402
 
-pytestmark = [
-    pytest.mark.comfyui,
-    pytest.mark.skipif(
-        not os.environ.get("COMFYUI_DIR"),
-        reason="set COMFYUI_DIR to a ComfyUI checkout (and COMFYUI_PYTHON to its venv's python)",
-    ),
-]
+pytestmark = REAL_COMFYUI
 
 UI = REPO / "workflows"
 OUTPUT_TYPES = ["AdaState_Generate", "AdaState_VideoCombine"]

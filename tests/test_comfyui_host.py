@@ -26,18 +26,12 @@ import torch
 
 from adastate_core.io import to_uint8_frames
 
-from conftest import REPO
+from conftest import REAL_COMFYUI, REPO
 
 sys.path.insert(0, str(REPO / "tests" / "comfy_host"))
 import host  # noqa: E402
 
-pytestmark = [
-    pytest.mark.comfyui,
-    pytest.mark.skipif(
-        not os.environ.get("COMFYUI_DIR"),
-        reason="set COMFYUI_DIR to a ComfyUI checkout (and COMFYUI_PYTHON to its venv's python)",
-    ),
-]
+pytestmark = REAL_COMFYUI
 
 API = REPO / "workflows" / "api"
 OUTPUT_NODES = {"AdaState_Generate", "AdaState_VideoCombine", "PreviewImage"}

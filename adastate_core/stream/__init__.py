@@ -20,7 +20,14 @@ from .engine import (
     window_layout,
 )
 from .iterate import PromptSchedule, StreamStep, stream_chunks
-from .persist import is_stream_state, load_stream, read_extras, save_stream, saved_settings
+from .persist import (
+    is_stream_state,
+    load_stream,
+    load_stream_with_extras,
+    read_extras,
+    save_stream,
+    saved_settings,
+)
 from .policies import POLICY_CLASSES, AnchorPolicy, policy_for
 from .schedule import SigmaSchedule, renoise, shift_sigma, sigma_grid, x0_from_velocity
 from .state import CachedFrames, Chunk, ChunkNoise, StreamState
@@ -47,6 +54,7 @@ __all__ = [
     "init_stream",
     "is_stream_state",
     "load_stream",
+    "load_stream_with_extras",
     "policy_for",
     "read_extras",
     "prepare_conditioning",

@@ -161,7 +161,24 @@ def load_stream(
 ) -> StreamState:
     """Resume a stream saved by `save_stream`. `config`, if given, must equal the saved one;
     the model must be the one that made the cache (same weights)."""
-    path = Path(path)
+    return _load(model, Path(path), config)[0]
+
+
+def load_stream_with_extras(
+    model: CausalWanDiT, path: str | os.PathLike, config: StreamConfig | None = None
+) -> tuple[StreamState, dict[str, Tensor], dict[str, str]]:
+    """`load_stream` and `read_extras` from one read of the file."""
+    return _load(model, Path(path), config)
+
+
+def _extras(meta: dict[str, str], tensors: dict[str, Tensor]):
+    return (
+        {k[len("extra.") :]: v for k, v in tensors.items() if k.startswith("extra.")},
+        {k[len("extra.") :]: v for k, v in meta.items() if k.startswith("extra.")},
+    )
+
+
+def _load(model: CausalWanDiT, path: Path, config: StreamConfig | None):
     meta, tensors = _read(path)
     saved = _saved_config(meta, path)
     same_config_or_raise(saved, config)
@@ -191,7 +208,7 @@ def load_stream(
     cond = tensors["conditioning"].to(device)
     with torch.no_grad():
         prompt = model.encode_context(cond)
-    return StreamState(
+    stream = StreamState(
         config=saved,
         chunk_index=chunk_index,
         window=part("window"),
@@ -201,14 +218,14 @@ def load_stream(
         model_id=meta["model_id"],
         token=new_token(),
     )
+    return (stream, *_extras(meta, tensors))
 
 
 def read_extras(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:
     """The `extras` tensors and `extra_meta` strings saved with a stream state (checked as
     `load_stream` checks it; StreamError says what is wrong)."""
     meta, tensors = _read(Path(path))
-    extras = {k[len("extra.") :]: v for k, v in tensors.items() if k.startswith("extra.")}
-    return extras, {k[len("extra.") :]: v for k, v in meta.items() if k.startswith("extra.")}
+    return _extras(meta, tensors)
 
 
 def is_stream_state(path: str | os.PathLike) -> bool:
@@ -230,4 +247,4 @@ def saved_settings(path: str | os.PathLike) -> tuple[StreamConfig, int, dict[str
         index = int(meta["chunk_index"])
     except ValueError:
         raise StreamError(f"{path} has an unusable chunk index: it is damaged") from None
-    return config, index, {k[len("extra.") :]: v for k, v in meta.items() if k.startswith("extra.")}
+    return config, index, _extras(meta, {})[1]
