@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ..tensor_utils import tensor_version
 from .attention import AttentionFn, get_backend, sdpa, token_mask
@@ -242,6 +243,37 @@ class Block(nn.Module):
         y = y.to(x.dtype).reshape(b, gate.shape[1], -1, d)
         return torch.addcmul(x.reshape(b, gate.shape[1], -1, d), y, gate).reshape(b, -1, d)
 
+    def forward(
+        self,
+        tokens: Tensor,
+        e0: Tensor,
+        compute_dtype: torch.dtype,
+        rope: RopeTable | None = None,
+        cross_k: Tensor | None = None,
+        cross_v: Tensor | None = None,
+        cached: Sequence[tuple[Tensor, Tensor]] = (),
+        attend: AttentionFn | None = None,
+        mask: Tensor | None = None,
+        probe=None,
+        full: bool = True,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One block. tokens: [B, F*N, dim] residual stream (precise dtype); e0: [B, F, 6, 1,
+        dim] time projection. Returns (tokens, k_live, v_live); with `full=False` only the live
+        K/V are computed (the cache-write pass skips the rest of the last block)."""
+        cdt = compute_dtype
+        mod = (self.modulation.to(tokens.dtype)[:, None, :, None, :] + e0).unbind(2)
+        y = self.modulate(tokens, mod[0], mod[1], cdt)
+        k_live, v_live = self.self_attn.live_kv(y)
+        if not full:
+            return tokens, k_live, v_live
+        y = self.self_attn(y, k_live, v_live, cached, rope, attend, mask, probe)
+        tokens = self.gated(tokens, y, mod[2])
+        y = self.cross_attn(self.norm3(tokens).to(cdt), cross_k, cross_v, attend)
+        tokens = tokens + y.to(tokens.dtype)
+        y = self.ffn(self.modulate(tokens, mod[3], mod[4], cdt))
+        tokens = self.gated(tokens, y, mod[5])
+        return tokens, k_live, v_live
+
 
 # ----------------------------------------------------------------------------------------------
 # the model
@@ -265,6 +297,8 @@ class CausalWanDiT(nn.Module):
         self.config = cfg = config
         self.compute_dtype = compute_dtype
         self.precise_dtype = precise_dtype
+        # per-block activation checkpointing of grad-enabled calls (training; off at inference)
+        self.gradient_checkpointing = False
         self.set_attention(attention)
         d = cfg.dim
         self.patch_embedding = PatchEmbed(cfg.in_dim, d, cfg.patch_size)
@@ -435,23 +469,25 @@ class CausalWanDiT(nn.Module):
         v_out = tokens.new_empty(kv_shape, dtype=cdt) if want_kv else None
 
         last = len(self.blocks) - 1
+        checkpointing = self.gradient_checkpointing and torch.is_grad_enabled()
         for i, blk in enumerate(self.blocks):
-            mod = (blk.modulation.to(pdt)[:, None, :, None, :] + e0).unbind(2)  # 6 x [B, f, 1, d]
-            y = blk.modulate(tokens, mod[0], mod[1], cdt)
-            k_live, v_live = blk.self_attn.live_kv(y)
+            full = want_output or i < last
+            cached = (
+                [(seg.k[i].to(x.device, cdt), seg.v[i].to(x.device, cdt)) for seg in cache]
+                if full
+                else []
+            )
+            layer_probe = None if probe is None else (lambda q, k, i=i: probe(i, q, k))
+            args = (tokens, e0, cdt, rope, cross_k[i], cross_v[i], cached, self._attend, mask)
+            if checkpointing:  # training: keep only block inputs, recompute in backward
+                tokens, k_live, v_live = checkpoint(
+                    blk, *args, layer_probe, full, use_reentrant=False
+                )
+            else:
+                tokens, k_live, v_live = blk(*args, layer_probe, full)
             if want_kv:
                 k_out[i] = k_live.reshape(b, f, n_tok, cfg.dim)
                 v_out[i] = v_live.reshape(b, f, n_tok, cfg.dim)
-            if i == last and not want_output:
-                break
-            cached = [(seg.k[i].to(x.device, cdt), seg.v[i].to(x.device, cdt)) for seg in cache]
-            layer_probe = None if probe is None else (lambda q, k, i=i: probe(i, q, k))
-            y = blk.self_attn(y, k_live, v_live, cached, rope, self._attend, mask, layer_probe)
-            tokens = blk.gated(tokens, y, mod[2])
-            y = blk.cross_attn(blk.norm3(tokens).to(cdt), cross_k[i], cross_v[i], self._attend)
-            tokens = tokens + y.to(pdt)
-            y = blk.ffn(blk.modulate(tokens, mod[3], mod[4], cdt))
-            tokens = blk.gated(tokens, y, mod[5])
 
         kv = KVSegment(k_out, v_out, live_pos.to(x.device)) if want_kv else None
         if not want_output:

@@ -124,10 +124,16 @@ def draw_noise(stream: StreamState) -> ChunkNoise:
     """Chunk k's noise from its own CPU generator (identical on every device). Content noise is
     drawn first, so every policy sees the same content noise for a seed."""
     cfg = stream.config
-    layout = window_layout(stream)
-    gen = torch.Generator(device="cpu").manual_seed(chunk_seed(cfg.seed, stream.chunk_index))
+    n_state = len(window_layout(stream).state_positions)
+    return noise_for(cfg, chunk_seed(cfg.seed, stream.chunk_index), stream.batch, n_state)
+
+
+def noise_for(cfg: StreamConfig, seed: int, batch: int, n_state: int) -> ChunkNoise:
+    """All noise of one chunk with `n_state` live state frames, from a CPU generator seeded
+    with `seed`: content, state, then per re-noise step [state, content]."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
     h, w = cfg.latent_size
-    b, s = stream.batch, len(layout.state_positions)
+    b, s = batch, n_state
 
     def normal(frames: int) -> Tensor:
         return torch.randn(b, 16, frames, h, w, generator=gen, dtype=torch.float32)
@@ -209,25 +215,12 @@ def denoise_chunk(
     `on_step(step, steps)` is called after each step (progress, cancellation: an exception it
     raises propagates and leaves `stream` untouched)."""
     _check_model(model, stream)
-    cfg = stream.config
     layout = window_layout(stream)
     s = len(layout.state_positions)
     noise = noise if noise is not None else draw_noise(stream)
     _check_noise(noise, stream, s)
-    device = model.device
-    x = torch.cat([noise.state, noise.content], dim=2) if s else noise.content
-    x = x.to(device=device, dtype=torch.float32)
-    sigmas, timesteps = cfg.schedule.sigmas, cfg.schedule.timesteps
-    n_live = s + cfg.chunk
     with torch.no_grad():
-        for i, (sigma, t) in enumerate(zip(sigmas, timesteps)):
-            tt = torch.full((stream.batch, n_live), t, dtype=torch.float32, device=device)
-            v = model(x, tt, stream.prompt, positions=layout.live_positions, cache=layout.segments)
-            x0 = x0_from_velocity(x, v, sigma)
-            if on_step is not None:
-                on_step(i + 1, len(sigmas))
-            if i + 1 < len(sigmas):
-                x = renoise(x0, noise.renoise[i].to(device), sigmas[i + 1])
+        x0 = denoise_live(model, stream, layout, noise, on_step=on_step)
     return Chunk(
         index=stream.chunk_index,
         content=x0[:, :, s:].clone(),
@@ -235,6 +228,63 @@ def denoise_chunk(
         steady=layout.steady,
         stream_token=stream.token,
     )
+
+
+def denoise_live(
+    model: CausalWanDiT,
+    stream: StreamState,
+    layout: Layout,
+    noise: ChunkNoise,
+    *,
+    exit_step: int | None = None,
+    grad_context: Tensor | None = None,
+    exit_kv: list | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> Tensor:
+    """The denoising loop of one chunk, shared by inference and training: returns x0 of the
+    live frames [state, content] predicted at step `exit_step` (default: the last step).
+
+    Steps before `exit_step` always run without gradient. The exit step runs in the caller's
+    grad mode (Self-Forcing's backward simulation: the only differentiable call of a chunk);
+    with `grad_context` (the prompt rows) it recomputes the prompt's cross-attention K/V
+    inside that call so the text layers train too (same values as the cached `stream.prompt`).
+    `exit_kv`: a list that receives the exit call's live K/V segment (training ablation of
+    Self-Forcing's in-place cache, `train.rollout`).
+    """
+    cfg = stream.config
+    sigmas, timesteps = cfg.schedule.sigmas, cfg.schedule.timesteps
+    last = len(sigmas) - 1 if exit_step is None else exit_step
+    if not 0 <= last < len(sigmas):
+        raise StreamError(f"exit step {exit_step} is outside the {len(sigmas)} steps")
+    s = len(layout.state_positions)
+    device = model.device
+    x = torch.cat([noise.state, noise.content], dim=2) if s else noise.content
+    x = x.to(device=device, dtype=torch.float32)
+    n_live = s + cfg.chunk
+    for i in range(last + 1):
+        sigma, t = sigmas[i], timesteps[i]
+        tt = torch.full((stream.batch, n_live), t, dtype=torch.float32, device=device)
+        exiting = i == last
+        context = grad_context if exiting and grad_context is not None else stream.prompt
+        with torch.set_grad_enabled(exiting and torch.is_grad_enabled()):
+            if exiting and exit_kv is not None:
+                v, kv = model(
+                    x,
+                    tt,
+                    context,
+                    positions=layout.live_positions,
+                    cache=layout.segments,
+                    return_kv=True,
+                )
+                exit_kv.append(kv)
+            else:
+                v = model(x, tt, context, positions=layout.live_positions, cache=layout.segments)
+            x0 = x0_from_velocity(x, v, sigma)
+        if on_step is not None:
+            on_step(i + 1, len(sigmas))
+        if not exiting:
+            x = renoise(x0, noise.renoise[i].to(device), sigmas[i + 1])
+    return x0
 
 
 def update_state(model: CausalWanDiT, stream: StreamState, chunk: Chunk) -> StreamState:
@@ -247,22 +297,30 @@ def update_state(model: CausalWanDiT, stream: StreamState, chunk: Chunk) -> Stre
             f"chunk {chunk.index} was denoised from another stream state than this one (at chunk "
             f"{stream.chunk_index}); update the stream the chunk came from"
         )
+    with torch.no_grad():
+        return advance(model, stream, chunk.state, chunk.content)
+
+
+def advance(
+    model: CausalWanDiT, stream: StreamState, state: Tensor | None, content: Tensor
+) -> StreamState:
+    """The cache-write pass and the window / anchor bookkeeping of `update_state`, without its
+    checks (shared with training; run it under no_grad: the cache carries no graph)."""
     cfg = stream.config
     policy = policy_for(cfg)
     layout = window_layout(stream)
     s = len(layout.state_positions)
-    x = torch.cat([chunk.state, chunk.content], dim=2) if s else chunk.content
+    x = torch.cat([state, content], dim=2) if s else content
     x = x.to(model.device, torch.float32)
-    with torch.no_grad():
-        kv = model.cache_kv(
-            x,
-            stream.prompt,
-            positions=layout.live_positions,
-            cache=layout.segments,
-        )
+    kv = model.cache_kv(
+        x,
+        stream.prompt,
+        positions=layout.live_positions,
+        cache=layout.segments,
+    )
     live = CachedFrames(kv.k, kv.v, x)
-    content = live.view(s, s + cfg.chunk)
-    state = live.frames(0, s) if s else None
+    content_frames = live.view(s, s + cfg.chunk)
+    state_frames = live.frames(0, s) if s else None
 
     # the window keeps the newest W of (old window + this chunk); the rest is evicted
     old = stream.window
@@ -272,7 +330,7 @@ def update_state(model: CausalWanDiT, stream: StreamState, chunk: Chunk) -> Stre
     window = CachedFrames.cat(
         [
             old.view(from_old, n_old) if from_old < n_old else None,
-            content.view(from_new, cfg.chunk) if from_new < cfg.chunk else None,
+            content_frames.view(from_new, cfg.chunk) if from_new < cfg.chunk else None,
         ]
     )
     evicted = None
@@ -280,13 +338,13 @@ def update_state(model: CausalWanDiT, stream: StreamState, chunk: Chunk) -> Stre
         evicted = CachedFrames.cat(
             [
                 old.view(0, from_old) if from_old else None,
-                content.view(0, from_new) if from_new else None,
+                content_frames.view(0, from_new) if from_new else None,
             ]
         )
     if stream.chunk_index == 0:
-        anchor = policy.initial(cfg, content)
+        anchor = policy.initial(cfg, content_frames)
     else:
-        anchor = policy.next(cfg, stream.anchor, state, evicted)
+        anchor = policy.next(cfg, stream.anchor, state_frames, evicted)
     return dataclasses.replace(
         stream,
         chunk_index=stream.chunk_index + 1,
@@ -351,9 +409,12 @@ def same_config_or_raise(saved: StreamConfig, wanted: StreamConfig | None) -> No
 __all__ = [
     "Layout",
     "StreamError",
+    "advance",
     "chunk_seed",
     "denoise_chunk",
+    "denoise_live",
     "draw_noise",
+    "noise_for",
     "init_stream",
     "prepare_conditioning",
     "same_config_or_raise",
