@@ -1,4 +1,4 @@
-"""The `adastate` command: generate, demo, info, tiny-model."""
+"""The `adastate` command: generate, demo, info, convert, tiny-model, train."""
 
 from __future__ import annotations
 
@@ -351,6 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(func=_cmd_tiny_model)
+
+    from .train.command import add_parser as add_train_parser
+
+    add_train_parser(sub)
     return parser
 
 
