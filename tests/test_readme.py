@@ -51,3 +51,25 @@ def test_ruff_clean():
         pytest.skip("ruff not installed (it is in the test extra)")
     res = subprocess.run([ruff, "check", "."], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_train_example_runs_as_written(tmp_path):
+    """The README's tiny `adastate train` commands, pasted into a shell, make a checkpoint that
+    the loader reads."""
+    import os
+    from pathlib import Path
+
+    block = next(
+        b for b in re.findall(r"```bash\n(.*?)```", README, re.S) if "tiny-model gen.pt" in b
+    )
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    res = subprocess.run(
+        ["bash", "-e", "-c", block], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env=env,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "6 iterations = 6 critic updates and 2 generator updates" in res.stderr
+    assert "ComfyUI repack safetensors" in res.stdout
+    from adastate_core.model import load_dit
+
+    load_dit(tmp_path / "tiny_run" / "adastate_dmd.safetensors")
