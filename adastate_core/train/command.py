@@ -347,15 +347,18 @@ def _stop_on_ctrl_c():
             flush=True,
         )
 
-    try:
-        previous = signal.signal(signal.SIGINT, handler)
-    except ValueError:
-        previous = None
+    # SIGTERM too: torchrun passes a Ctrl-C on to its workers as SIGTERM
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            pass
     try:
         yield lambda: state["stop"]
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _world():
@@ -419,7 +422,10 @@ def run(args) -> int:
         notes.append(f"batch {config.batch} over {world.size} processes: some take one sample more")
     if config.batch < world.size:
         raise AdaStateError(f"--batch {config.batch} is smaller than the {world.size} processes")
-    resumed = check_out(args, config) if world.rank == 0 or not args.dry_run else None
+    # a new run's folder is rank 0's to check: another rank would race with its probe file
+    # (a moment in which the folder is not empty); on --resume every rank needs run.json
+    check = world.rank == 0 or (args.resume and not args.dry_run)
+    resumed = check_out(args, config) if check else None
     prompts, precomputed = check_prompts(args, headers)
     if args.sample_every and not args.vae:
         raise AdaStateError("--sample-every needs --vae (wan_2.1_vae.safetensors)")
@@ -448,7 +454,8 @@ def run(args) -> int:
     data = PromptData(prompts, rows, negative, config.seed)
 
     if world.size > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
+        # NCCL for the gradients on the GPU, gloo for the small CPU totals and the stop flag
+        backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
         torch.distributed.init_process_group(backend)
     trainer = _build_trainer(args, config, data, device, world)
     out = Path(args.out).expanduser()

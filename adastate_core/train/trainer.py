@@ -75,6 +75,14 @@ class World:
             for t in tensors:
                 dist.all_reduce(t, op=dist.ReduceOp.SUM)
 
+    def any_(self, flag: bool) -> bool:
+        """True on every process if it is True on one (a stop must be taken together)."""
+        if self.size == 1:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
 
 @dataclass
 class StepLog:
@@ -230,6 +238,7 @@ class Trainer:
             )
             per_frame += grad.abs().double().mean(dim=(0, 1, 3, 4)).cpu() * share
             del video, grad, loss
+        self.world.sum_([per_frame])  # the log's per-frame |grad|: every process's share
         norm = self._update(self.gen_params, self.gen_opt, total, "generator")
         self.generator_updates += 1
         if self.ema is not None:
@@ -350,5 +359,5 @@ def run_iterations(
         log = trainer.iteration()
         if on_iteration is not None:
             on_iteration(log)
-        if should_stop is not None and should_stop():
+        if should_stop is not None and trainer.world.any_(should_stop()):
             break
