@@ -261,13 +261,13 @@ def optimizer_diff(a: dict, b: dict) -> float:
 class Runs:
     """The same tiny training, trained by 1 process (in this one) and by 2 (torchrun)."""
 
-    def __init__(self, models, tmp_path: Path, monkeypatch, batch: int):
+    def __init__(self, models, tmp_path: Path, monkeypatch, batch: int, extra: tuple = ()):
         for var in _TORCHRUN_VARS:  # the 1-process run must not think it is in a torchrun
             monkeypatch.delenv(var, raising=False)
         self.one, self.two = tmp_path / "one", tmp_path / "two"
         t0 = time.monotonic()
         with Torchrun(
-            tmp_path / "torchrun", train_args(models, self.two, batch), out=self.two
+            tmp_path / "torchrun", [*train_args(models, self.two, batch), *extra], out=self.two
         ) as run:
             rc = run.wait(TIMEOUT)
             self.output = run.output()
@@ -355,12 +355,13 @@ def test_two_processes_train_what_one_trains_and_only_rank_0_writes(models, tmp_
 
 @pytest.mark.slow
 def test_an_uneven_batch_over_two_processes(models, tmp_path, monkeypatch):
-    """Batch 3 over 2 processes: rank 0 takes samples 0 and 2 (two micro-batches), rank 1
+    """Replicated models (--replicate; FSDP needs the same number of micro-batches on every
+    process and refuses an uneven batch). Batch 3 over 2 processes: rank 0 takes samples 0 and 2 (two micro-batches), rank 1
     sample 1, so the gradient sums really are taken in another order. The losses and
     gradient norms agree to float precision; the weights only to a fraction of lr (AdamW
     divides by the gradient's size and so magnifies the rounding of a gradient that
     nearly cancels: measured 1e-5 to 8e-5 at lr 1e-3)."""
-    runs = Runs(models, tmp_path, monkeypatch, batch=3)
+    runs = Runs(models, tmp_path, monkeypatch, batch=3, extra=("--replicate",))
     assert_same_log(runs.log1, runs.log2)
     diffs = runs.weight_diffs()
     assert max(diffs[r] for r in ("generator", "critic", "ema")) <= 3e-4, diffs

@@ -351,6 +351,11 @@ class CausalWanDiT(nn.Module):
     def encode_context(self, context: Tensor) -> CrossKV:
         """context: [B, L, text_dim] text-encoder rows (L <= text_len real rows; zero-padded here
         to text_len as the official code does) -> per-layer cross-attention K/V."""
+        return self._encode_context(context)
+
+    def _encode_context(self, context: Tensor) -> CrossKV:
+        # the body of `encode_context`, called from inside `forward` (a wrapper such as FSDP
+        # may hook the public method; a nested call must not re-enter the hook)
         cfg = self.config
         if context.ndim != 3 or context.shape[-1] != cfg.text_dim:
             raise ValueError(
@@ -457,7 +462,7 @@ class CausalWanDiT(nn.Module):
         e0 = self.time_projection(e).reshape(b, f, 6, 1, cfg.dim)
         e = e.reshape(b, f, 1, cfg.dim)
 
-        cross = context if isinstance(context, CrossKV) else self.encode_context(context)
+        cross = context if isinstance(context, CrossKV) else self._encode_context(context)
         if cross.k.shape[1] not in (1, b):
             raise ValueError(f"prompt batch {cross.k.shape[1]} does not match latent batch {b}")
         cross_k = cross.k.to(x.device, cdt).expand(-1, b, -1, -1)

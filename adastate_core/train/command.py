@@ -97,6 +97,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     r.add_argument("--vae", help="wan_2.1_vae.safetensors (for sample videos)")
     r.add_argument("--sample-prompts", type=int, default=2, help="first N prompts are sampled")
     r.add_argument("--sample-seconds", type=float, default=5.0)
+    r.add_argument(
+        "--replicate", action="store_true",
+        help="under torchrun: full copies of the models on every GPU (sum gradients) instead "
+        "of FSDP2 sharding",
+    )  # fmt: skip
     r.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     p.set_defaults(func=run)
     return p
@@ -422,6 +427,12 @@ def run(args) -> int:
         notes.append(f"batch {config.batch} over {world.size} processes: some take one sample more")
     if config.batch < world.size:
         raise AdaStateError(f"--batch {config.batch} is smaller than the {world.size} processes")
+    if world.size > 1 and not args.replicate and config.batch % world.size:
+        raise AdaStateError(
+            f"--batch {config.batch} does not split evenly over {world.size} processes: with "
+            "FSDP sharding every process must run the same number of micro-batches; use a "
+            f"batch divisible by {world.size}, or --replicate"
+        )
     # a new run's folder is rank 0's to check: another rank would race with its probe file
     # (a moment in which the folder is not empty); on --resume every rank needs run.json
     check = world.rank == 0 or (args.resume and not args.dry_run)
@@ -484,7 +495,7 @@ def _build_trainer(args, config, data, device, world):
         load_dit(args.critic, dtype=compute, weight_dtype=torch.float32, device=device)
     )
     teacher = load_dit(args.teacher, dtype=compute, weight_dtype=args.teacher_dtype, device=device)
-    return Trainer(generator, critic, teacher, data, config, world=world)
+    return Trainer(generator, critic, teacher, data, config, world=world, shard=not args.replicate)
 
 
 def _train(args, trainer, out: Path, resumed, notes, prompts, samples, world, say) -> int:
@@ -505,6 +516,10 @@ def _train(args, trainer, out: Path, resumed, notes, prompts, samples, world, sa
     hints = files.hints(trainer.generator)
 
     def save(reason: str) -> None:
+        # every process takes part in gathering sharded weights; only rank 0 writes
+        state = trainer.state_dict()
+        weights = trainer.generator_weights(ema=False)
+        ema = None if trainer.ema is None else trainer.generator_weights(ema=True)
         if not rank0:
             return
         run_info = {
@@ -520,11 +535,11 @@ def _train(args, trainer, out: Path, resumed, notes, prompts, samples, world, sa
             "notes": notes,
             "saved": reason,
         }
-        files.save_train_state(out, trainer.state_dict())
+        files.save_train_state(out, state)
         files.write_checkpoints(
             out,
-            trainer.generator_weights(ema=False),
-            None if trainer.ema is None else trainer.generator_weights(ema=True),
+            weights,
+            ema,
             hints,
             save_dtype=save_dtype,
             meta={"iteration": trainer.step, "generator_updates": trainer.generator_updates},
@@ -534,7 +549,7 @@ def _train(args, trainer, out: Path, resumed, notes, prompts, samples, world, sa
         )
         files.plot_losses(log.entries(), out / files.CURVE)
 
-    if rank0 and resumed is None:
+    if resumed is None:
         save("start")  # run.json + an initial checkpoint: the folder is a run from now on
     bar = _Progress(config.iterations, trainer.step)
     start_time = time.perf_counter()
@@ -546,8 +561,10 @@ def _train(args, trainer, out: Path, resumed, notes, prompts, samples, world, sa
             bar(entry)
         if trainer.step % args.save_every == 0 or trainer.step == config.iterations:
             save(f"iteration {trainer.step}")
-        if args.sample_every and trainer.step % args.sample_every == 0 and rank0:
-            _samples(args, trainer, out, samples, say)
+        if args.sample_every and trainer.step % args.sample_every == 0:
+            weights = trainer.generator_weights(ema=True)  # all processes: a gather
+            if rank0:
+                _samples(args, trainer, weights, out, samples, say)
 
     with _stop_on_ctrl_c() as should_stop:
         try:
@@ -583,7 +600,7 @@ def _saved_step(out: Path) -> str:
         return "?"
 
 
-def _samples(args, trainer, out: Path, samples: list[int], say) -> None:
+def _samples(args, trainer, weights, out: Path, samples: list[int], say) -> None:
     """Short videos of the first prompts from the EMA generator (the generator before the EMA
     starts), with a fixed seed: the artist-visible proof that training is doing something."""
     import torch
@@ -596,7 +613,7 @@ def _samples(args, trainer, out: Path, samples: list[int], say) -> None:
     from .files import SAMPLES
 
     gen = trainer.generator
-    model = load_dit(trainer.generator_weights(ema=True), dtype=gen.compute_dtype,
+    model = load_dit(weights, dtype=gen.compute_dtype,
                      device=gen.device, **_hint_kwargs(gen))  # fmt: skip
     vae = load_vae(args.vae, device=gen.device)
     folder = out / SAMPLES

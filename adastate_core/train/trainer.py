@@ -22,6 +22,12 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from ..errors import AdaStateError
 from ..model import CausalWanDiT
@@ -129,10 +135,18 @@ class Trainer:
         *,
         world: World | None = None,
         ema_device: torch.device | str | None = None,
+        shard: bool = True,
     ):
         self.generator, self.critic, self.teacher = generator, critic, teacher
         self.data, self.config = data, config
         self.world = world or World()
+        self.sharded = shard and self.world.size > 1
+        self._backward_scale = float(self.world.size) if self.sharded else 1.0
+        if self.sharded and config.batch % self.world.size:
+            raise AdaStateError(
+                f"batch {config.batch} does not split evenly over {self.world.size} sharded "
+                "processes (each must run the same micro-batches); replicate instead"
+            )
         for role, model in (("generator", generator), ("critic", critic)):
             bad = [n for n, p in model.named_parameters() if p.dtype != torch.float32]
             if bad:
@@ -143,6 +157,8 @@ class Trainer:
             model.requires_grad_(True)
             model.gradient_checkpointing = config.checkpointing
         teacher.requires_grad_(False)
+        if self.sharded:
+            self._shard()
         self.gen_params = [p for p in generator.parameters()]
         self.critic_params = [p for p in critic.parameters()]
         opt = dict(betas=(config.beta1, config.beta2), weight_decay=config.weight_decay, eps=1e-8)
@@ -151,9 +167,35 @@ class Trainer:
         self.weights = horizon_weights(config.frames, config.alpha)
         self.ema: dict[str, Tensor] | None = None
         self.ema_device = torch.device(ema_device) if ema_device else generator.device
+        if self.sharded:
+            self.ema_device = generator.device  # the EMA is sharded like the weights
         self.step = 0
         self.generator_updates = 0
         self._negative = None
+
+    def _shard(self) -> None:
+        """FSDP2: each model is one `fully_shard` unit over all processes (a 1.3B block is
+        small; Self-Forcing's size-based wrap makes the 1.3B one unit too). The generator and
+        critic keep their gathered weights between the many calls of a rollout; the frozen
+        teacher is sharded too and gathered per call. FSDP averages gradients over processes;
+        each micro-batch loss is already its share of the global batch, so the backward pass
+        is scaled by the number of processes to make the average a sum (gloo has no
+        pre-multiplied sum)."""
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+        mesh = init_device_mesh(self.generator.device.type, (self.world.size,))
+        for model, keep in ((self.generator, True), (self.critic, True), (self.teacher, False)):
+            fully_shard(model, mesh=mesh, reshard_after_forward=not keep)
+            for name in ("cache_kv", "encode_context"):
+                register_fsdp_forward_method(model, name)
+
+    def _reshard(self) -> None:
+        """Sharded: put the trained models back into their sharded form (no-grad calls leave
+        them gathered), so their parameters are the DTensors the optimizers and EMA hold."""
+        if self.sharded:
+            self.generator.reshard()
+            self.critic.reshard()
 
     # -- randomness --------------------------------------------------------------------------
 
@@ -232,7 +274,7 @@ class Trainer:
                 del fake, real, real_c, real_u, xt
             share = len(samples) / cfg.batch
             loss = dmd_loss(video, grad, self.weights) * share
-            loss.backward()
+            (loss * self._backward_scale).backward()
             total += torch.tensor(
                 [loss.item(), grad.abs().mean().item() * share, len(samples)], dtype=torch.float64
             )
@@ -241,6 +283,7 @@ class Trainer:
         self.world.sum_([per_frame])  # the log's per-frame |grad|: every process's share
         norm = self._update(self.gen_params, self.gen_opt, total, "generator")
         self.generator_updates += 1
+        self._reshard()
         if self.ema is not None:
             self._ema_update()
         return {
@@ -267,16 +310,16 @@ class Trainer:
             flow = flow_from_x0(xt, x0, t, GENERATOR_SHIFT)
             share = len(samples) / cfg.batch
             loss = flow_matching_loss(flow, noise, x) * share
-            loss.backward()
+            (loss * self._backward_scale).backward()
             total += torch.tensor([loss.item(), 0.0, len(samples)], dtype=torch.float64)
             del x, xt, x0, flow, loss
         norm = self._update(self.critic_params, self.critic_opt, total, "critic")
         return {"critic_loss": float(total[0]), "critic_grad_norm": norm, "exit_step_critic": s}
 
     def _update(self, params, opt, total: Tensor, role: str) -> float:
-        grads = [p.grad for p in params if p.grad is not None]
-        self.world.sum_(grads + [total])
-        norm = torch.nn.utils.clip_grad_norm_(params, self.config.clip)
+        grads = [] if self.sharded else [p.grad for p in params if p.grad is not None]
+        self.world.sum_(grads + [total])  # FSDP has already summed the gradients
+        norm = _full(torch.nn.utils.clip_grad_norm_(params, self.config.clip))
         if not math.isfinite(float(norm)) or not math.isfinite(float(total[0])):
             opt.zero_grad(set_to_none=True)
             raise NonFiniteLossError(
@@ -293,6 +336,7 @@ class Trainer:
         if self.step % self.config.gen_every == 0:
             log.update(self.generator_step())
         log.update(self.critic_step())
+        self._reshard()
         self.step += 1
         if self.ema is None and self.step >= self.config.ema_start:
             self.ema = {
@@ -313,22 +357,30 @@ class Trainer:
     # -- weights and state ---------------------------------------------------------------------
 
     def generator_weights(self, ema: bool = True) -> dict[str, Tensor]:
-        """Canonical fp32 state dict of the generator (the EMA when it exists and `ema`)."""
+        """Canonical fp32 state dict of the generator (the EMA when it exists and `ema`), on
+        the CPU. Sharded: every process must call it (the weights are gathered)."""
         if ema and self.ema is not None:
-            return {n: t.detach().cpu().clone() for n, t in self.ema.items()}
-        return {n: t.detach().cpu().clone() for n, t in self.generator.state_dict().items()}
+            return {n: _full(t).detach().cpu().clone() for n, t in self.ema.items()}
+        return _cpu_state(self.generator)
 
     def state_dict(self) -> dict:
-        """Everything a bit-identical resume needs (randomness is a function of the step)."""
+        """Everything a bit-identical resume needs (randomness is a function of the step).
+        The same layout for any number of processes (full tensors, optimizer states keyed by
+        parameter name), so a run may resume on another number of GPUs."""
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=False)
         return {
             "format": STATE_FORMAT,
             "step": self.step,
             "generator_updates": self.generator_updates,
             "config": self.config.to_json(),
             "generator": self.generator_weights(ema=False),
-            "critic": {n: t.detach().cpu().clone() for n, t in self.critic.state_dict().items()},
-            "generator_optimizer": self.gen_opt.state_dict(),
-            "critic_optimizer": self.critic_opt.state_dict(),
+            "critic": _cpu_state(self.critic),
+            "generator_optimizer": _cpu_tree(
+                get_optimizer_state_dict(self.generator, self.gen_opt, options=opts)
+            ),
+            "critic_optimizer": _cpu_tree(
+                get_optimizer_state_dict(self.critic, self.critic_opt, options=opts)
+            ),
             "ema": None if self.ema is None else self.generator_weights(ema=True),
         }
 
@@ -337,16 +389,50 @@ class Trainer:
             for model, key in ((self.generator, "generator"), (self.critic, "critic")):
                 own = dict(model.named_parameters())
                 for name, value in state[key].items():
-                    own[name].copy_(value)
-        self.gen_opt.load_state_dict(state["generator_optimizer"])
-        self.critic_opt.load_state_dict(state["critic_optimizer"])
-        self.ema = (
-            None
-            if state["ema"] is None
-            else {n: t.to(self.ema_device, torch.float32).clone() for n, t in state["ema"].items()}
+                    own[name].copy_(_like(value, own[name]))
+        opts = StateDictOptions(full_state_dict=True)
+        set_optimizer_state_dict(
+            self.generator, self.gen_opt, state["generator_optimizer"], options=opts
         )
+        set_optimizer_state_dict(
+            self.critic, self.critic_opt, state["critic_optimizer"], options=opts
+        )
+        if state["ema"] is None:
+            self.ema = None
+        else:
+            own = dict(self.generator.named_parameters())
+            self.ema = {
+                n: _like(t.float(), own[n], self.ema_device).clone()
+                for n, t in state["ema"].items()
+            }
         self.step = int(state["step"])
         self.generator_updates = int(state["generator_updates"])
+
+
+def _full(t):
+    """A DTensor gathered to a plain tensor (a collective), anything else as it is."""
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def _like(full: Tensor, ref: Tensor, device=None) -> Tensor:
+    """`full` placed like `ref` (sharded the same way when ref is a DTensor)."""
+    if isinstance(ref, DTensor):
+        return distribute_tensor(full.to(ref.device, ref.dtype), ref.device_mesh, ref.placements)
+    return full.to(device or ref.device, ref.dtype)
+
+
+def _cpu_state(model) -> dict[str, Tensor]:
+    return {n: _full(t).detach().cpu().clone() for n, t in model.state_dict().items()}
+
+
+def _cpu_tree(obj):
+    if isinstance(obj, Tensor):
+        return _full(obj).detach().cpu().clone()
+    if isinstance(obj, dict):
+        return {k: _cpu_tree(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_cpu_tree(v) for v in obj]
+    return obj
 
 
 def run_iterations(
