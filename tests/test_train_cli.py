@@ -232,3 +232,70 @@ def test_ctrl_c_saves_and_says_how_to_resume(models, tmp_path):
     assert run["step"] == len(lines) >= 1
     state = files.load_train_state(tmp_path / "run" / files.TRAIN_STATE)
     assert state["step"] == run["step"]
+
+
+def test_embeddings_saved_once_then_trained_from(models, tmp_path):
+    emb = tmp_path / "emb.safetensors"
+    res = ok(cli("train", "--generator", models / "gen.pt", "--critic", models / "base.safetensors",
+                 "--teacher", models / "teacher.safetensors", "--prompts", models / "prompts.txt",
+                 "--pseudo-text", "--save-embeddings", emb, cwd=tmp_path))  # fmt: skip
+    assert "3 prompts" in res.stdout
+    from adastate_core.train import load_embeddings
+
+    prompts, rows, negative = load_embeddings(emb)
+    assert prompts == ["a red fox runs through snow", "a sailing boat at dusk", "a city street"]
+    assert sorted(rows) == [0, 1, 2] and negative.shape[-1] == TINY.text_dim
+    refused(cli("train", "--generator", models / "gen.pt", "--critic", models / "base.safetensors",
+                "--teacher", models / "teacher.safetensors", "--prompts", models / "prompts.txt",
+                "--pseudo-text", "--save-embeddings", emb, cwd=tmp_path), "never overwritten")  # fmt: skip
+    common = ["--generator", models / "gen.pt", "--critic", models / "base.safetensors",
+              "--teacher", models / "teacher.safetensors", *SIZE, *FAST, "--iterations", "2"]  # fmt: skip
+    ok(cli("train", *common, "--embeddings", emb, "--out", tmp_path / "a", cwd=tmp_path))
+    ok(cli("train", *common, "--prompts", models / "prompts.txt", "--pseudo-text",
+           "--out", tmp_path / "b", cwd=tmp_path))  # fmt: skip
+    a = files.load_train_state(tmp_path / "a" / files.TRAIN_STATE)["generator"]
+    b = files.load_train_state(tmp_path / "b" / files.TRAIN_STATE)["generator"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_samples_and_the_comfyui_loader(models, tmp_path, monkeypatch):
+    pytest.importorskip("av")
+    from adastate_core.vae.random_weights import random_state_dict as random_vae
+
+    save_file(random_vae(dim=8, seed=2), str(tmp_path / "vae.safetensors"))
+    out = tmp_path / "run"
+    ok(train(models, out, "--sample-every", "2", "--vae", tmp_path / "vae.safetensors",
+             "--sample-prompts", "1", "--sample-seconds", "1", cwd=tmp_path))  # fmt: skip
+    from adastate_core.io import count_frames, read_metadata
+
+    videos = sorted((out / files.SAMPLES).iterdir())
+    assert [v.name for v in videos] == ["iter000002_prompt0.mp4", "iter000004_prompt0.mp4"]
+    assert count_frames(videos[0]) > 0
+    assert read_metadata(videos[0])["prompt"] == "a red fox runs through snow"
+    # the trained model in ComfyUI: Load AdaState Model lists and loads it
+    sys.path.insert(0, str(REPO / "tests"))
+    from fake_comfy import install
+
+    host = install(monkeypatch, tmp_path / "comfy")
+    folder = host.models_dir / "diffusion_models"
+    folder.mkdir()
+    (folder / "adastate_dmd.safetensors").symlink_to(out / files.INFERENCE_ST)
+    from nodes import NODE_CLASS_MAPPINGS as NODES
+
+    loader = NODES["AdaState_LoadModel"]
+    assert "adastate_dmd.safetensors" in loader.INPUT_TYPES()["required"]["dit_name"][0]
+    model = loader().load("adastate_dmd.safetensors", "default", "sdpa")[0]
+    assert model is not None
+
+
+def test_a_run_that_cannot_fit_is_refused_with_options(models, tmp_path, monkeypatch):
+    import adastate_core.memory as memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 1000)
+    res = train(models, tmp_path / "run", cwd=tmp_path)
+    refused(
+        res, "does not fit", "estimated peak", "fp8", "1.3B base", "torchrun", "--no-memory-check"
+    )
+    assert not (tmp_path / "run" / files.TRAIN_STATE).exists()
+    (tmp_path / "a_file").write_text("x")
+    refused(train(models, tmp_path / "a_file", cwd=tmp_path), "is a file")

@@ -46,10 +46,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
     d.add_argument("--tokenizer", help="tokenizer folder (only for the official .pth encoder)")
     d.add_argument("--cache-dir", help="prompt embedding cache (default ~/.cache/adastate)")
     d.add_argument(
+        "--save-embeddings", metavar="FILE",
+        help="embed every prompt of --prompts (and the negative prompt) into FILE for "
+        "--embeddings, then stop (e.g. on a machine with room for the text encoder)",
+    )  # fmt: skip
+    d.add_argument(
         "--pseudo-text", action="store_true",
         help="SMOKE RUNS ON TINY RANDOM MODELS ONLY: stand-in embeddings, no text encoder",
     )  # fmt: skip
-    p.add_argument("--out", required=True, help="run folder (new or empty; --resume: the run's)")
+    p.add_argument("--out", help="run folder (new or empty; --resume: the run's)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--dry-run", action="store_true", help="print the memory plan and stop")
     p.add_argument("--no-memory-check", action="store_true", help="start even if it won't fit")
@@ -436,8 +441,12 @@ def run(args) -> int:
     # a new run's folder is rank 0's to check: another rank would race with its probe file
     # (a moment in which the folder is not empty); on --resume every rank needs run.json
     check = world.rank == 0 or (args.resume and not args.dry_run)
-    resumed = check_out(args, config) if check else None
+    if not args.out and not args.save_embeddings:
+        raise AdaStateError("--out FOLDER is needed: the run's checkpoints and log go there")
+    resumed = check_out(args, config) if check and not args.save_embeddings else None
     prompts, precomputed = check_prompts(args, headers)
+    if args.save_embeddings:
+        return _save_embeddings(args, prompts, precomputed, headers)
     if args.sample_every and not args.vae:
         raise AdaStateError("--sample-every needs --vae (wan_2.1_vae.safetensors)")
     plan, teacher_fp8 = memory_plan(args, config, headers, device)
@@ -471,6 +480,23 @@ def run(args) -> int:
     trainer = _build_trainer(args, config, data, device, world)
     out = Path(args.out).expanduser()
     return _train(args, trainer, out, resumed, notes, prompts, samples, world, say)
+
+
+def _save_embeddings(args, prompts, precomputed, headers) -> int:
+    import os
+
+    from .data import save_embeddings
+
+    target = Path(args.save_embeddings).expanduser()
+    if precomputed is not None:
+        raise AdaStateError("--save-embeddings makes a file from --prompts, not --embeddings")
+    if os.path.lexists(target):
+        raise AdaStateError(f"{target} exists; it is never overwritten: choose another name")
+    indices = list(range(len(prompts)))
+    rows, negative = embed(args, prompts, indices, headers["generator"].config.text_dim, None)
+    save_embeddings(target, prompts, rows, negative)
+    print(f"wrote the embeddings of {len(prompts)} prompts (and the negative prompt) to {target}")
+    return 0
 
 
 def _say(world):
