@@ -136,7 +136,10 @@ def generate(
     result = RunResult(stream.chunk_index, frames_written, 0.0, False, stream, vae_cache)
     if total_chunks is not None and stream.chunk_index >= total_chunks:
         return result
-    for step in stream_chunks(model, stream, chunks=total_chunks, prompts=prompts, on_step=on_step):
+    steps = stream_chunks(model, stream, chunks=total_chunks, prompts=prompts, on_step=on_step)
+    del stream, result  # only the current state is held: memory stays flat
+    for step in steps:
+        result = None  # the previous chunk's stream is not kept alive through the decode
         if not torch.isfinite(step.chunk.content).all():
             raise NonFiniteChunkError(
                 f"the model produced NaN or inf values in chunk {step.chunk.index + 1}: its "

@@ -54,8 +54,9 @@ class KVSegment:
         return self.k.shape[2]
 
     def at(self, positions: Sequence[float] | Tensor) -> KVSegment:
-        """The same K/V placed at other temporal positions (no copy)."""
-        pos = torch.as_tensor(positions, dtype=torch.float64, device=self.k.device).reshape(-1)
+        """The same K/V placed at other temporal positions (no copy). Positions live on the
+        host (they only select a RoPE table), so placing a segment never syncs a GPU."""
+        pos = torch.as_tensor(positions, dtype=torch.float64).reshape(-1).cpu()
         if pos.numel() != self.num_frames:
             raise ValueError(f"{pos.numel()} positions for {self.num_frames} frames")
         return KVSegment(self.k, self.v, pos)
@@ -454,7 +455,7 @@ class CausalWanDiT(nn.Module):
                 f"got {list(mask.shape)}"
             )
         all_pos = torch.cat([seg.positions.cpu() for seg in cache] + [live_pos])
-        rope = RopeTable(rope_angles(all_pos.to(x.device), h, w, cfg.rope_split))
+        rope = self._rope_table(all_pos, h, w, x.device)
 
         tt = self._frame_timesteps(t, b, x.shape[2], x.device)[:, :: cfg.patch_size[0]]
         sinusoid = timestep_sinusoid(tt.reshape(-1), cfg.freq_dim).to(pdt)
@@ -494,7 +495,7 @@ class CausalWanDiT(nn.Module):
                 k_out[i] = k_live.reshape(b, f, n_tok, cfg.dim)
                 v_out[i] = v_live.reshape(b, f, n_tok, cfg.dim)
 
-        kv = KVSegment(k_out, v_out, live_pos.to(x.device)) if want_kv else None
+        kv = KVSegment(k_out, v_out, live_pos) if want_kv else None
         if not want_output:
             return None, kv
         head_mod = self.head.modulation.to(pdt).reshape(1, 1, 2, cfg.dim) + e  # [B, f, 2, dim]
@@ -504,6 +505,21 @@ class CausalWanDiT(nn.Module):
         return self._unpatchify(y, grid), kv
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    def _rope_table(self, positions: Tensor, h: int, w: int, device) -> RopeTable:
+        """The RoPE rotations of these (host) frame positions on `device`, memoised: a stream
+        reads the same few windows over and over (every steady chunk has the same positions),
+        so the table is built and copied to the device once, not in every call."""
+        key = (tuple(positions.tolist()), h, w, str(device))
+        memo = self.__dict__.setdefault("_rope_memo", {})
+        table = memo.pop(key, None)
+        if table is None:
+            angles = rope_angles(positions.to(torch.float64), h, w, self.config.rope_split)
+            table = RopeTable(angles.to(device))
+        memo[key] = table  # most recent last
+        while len(memo) > 8:
+            memo.pop(next(iter(memo)))
+        return table
 
     def _check_input(self, x: Tensor) -> tuple[int, tuple[int, int, int]]:
         cfg = self.config
@@ -538,7 +554,7 @@ class CausalWanDiT(nn.Module):
         tt = (
             t.to(device)
             if isinstance(t, Tensor)
-            else torch.tensor(t, dtype=torch.float64, device=device)
+            else torch.full((), float(t), dtype=torch.float64, device=device)  # no H2D copy
         )
         if tt.ndim == 0:
             tt = tt.reshape(1, 1)

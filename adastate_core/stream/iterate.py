@@ -79,9 +79,11 @@ def stream_chunks(
         if chunks is not None
         else (cfg.chunks_for_seconds(seconds) if seconds is not None else None)
     )
+    checked = None  # the schedule entry the stream's prompt was last checked against
     while total is None or stream.chunk_index < total:
-        if prompts is not None:
-            want = prepare_conditioning(model, prompts.at(stream.chunk_index))
+        if prompts is not None and prompts.at(stream.chunk_index) is not checked:
+            checked = prompts.at(stream.chunk_index)  # an unchanged entry costs nothing
+            want = prepare_conditioning(model, checked)
             if want.shape != stream.conditioning.shape or not torch.equal(
                 want, stream.conditioning
             ):
