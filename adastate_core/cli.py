@@ -258,6 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--format", default="mp4", choices=FORMATS, help="with --prompts / no --out")
     gen.add_argument("--fps", type=int, default=16)
     gen.add_argument("--crf", type=int, default=19)
+    from .io.video import X264_PRESETS
+
+    gen.add_argument(
+        "--preset", default="medium", choices=X264_PRESETS,
+        help="MP4 encoder speed (default medium; veryfast: 2-4x faster encoding, larger file; "
+        "a resume must use the first run's)",
+    )  # fmt: skip
     models = gen.add_argument_group("models")
     models.add_argument("--models-dir", help="ComfyUI models folder (or ComfyUI root)")
     models.add_argument("--dit", help="causal Wan2.1 DiT (.safetensors / .pt)")

@@ -590,6 +590,7 @@ def run_job(args, model, vae, embed, job: Job, state_path: Path | None) -> bool:
         writer = open_writer(
             out, fps=args.fps, crf=args.crf, metadata=metadata,
             resume_frames=frames_written, exclusive=job.resume is None,
+            preset=getattr(args, "preset", None),
         )  # fmt: skip
     except OutputExistsError:
         raise _refuse_existing(out, existing(out), check_lock=False) from None

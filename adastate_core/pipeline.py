@@ -12,12 +12,14 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from .errors import AdaStateError
+from .io.background import BackgroundWriter, frames_uint8, to_host
 from .model import CausalWanDiT
 from .stream import (
     PromptSchedule,
@@ -37,15 +39,25 @@ class NonFiniteChunkError(AdaStateError):
 
 @dataclass
 class ChunkReport:
-    """What `on_chunk` callbacks receive after each chunk is written."""
+    """What `on_chunk` callbacks receive after each chunk is handed to the writer (a writer
+    thread puts it on disk; `generate` returns only when everything is written)."""
 
     index: int  # chunk just finished
     total: int | None
-    frames: Tensor  # [T, H, W, 3] float 0..1 of this chunk (first batch row)
-    frames_written: int
+    video: Tensor  # decoder output [B, 3, T, H, W] of this chunk, 0..1 (on the device)
+    frames_written: int  # frames of the video so far, this chunk included
     elapsed: float  # seconds since the run (or the resume) started
     stream: StreamState
     state_latent: Tensor | None  # clean hidden state latent of this chunk (inspection)
+
+    @property
+    def frames(self) -> Tensor:
+        """[T, H, W, 3] float 0..1 of this chunk (first batch row), on the CPU; copied from
+        the device when first asked for (the CLI never asks)."""
+        cached = self.__dict__.get("_frames")
+        if cached is None:
+            cached = self.__dict__["_frames"] = to_frames(self.video)
+        return cached
 
 
 @dataclass
@@ -131,60 +143,89 @@ def generate(
     `on_step(chunk_index, step, steps)` runs after every denoising step (progress; an
     exception it raises, e.g. ComfyUI's Cancel, stops the run between steps);
     `on_decode(chunk_index, frame, frames)` after every latent frame the VAE decodes (the
-    same, during the decode)."""
+    same, during the decode).
+
+    Frames are converted to uint8 on the device and written by a writer thread while the
+    next chunk is computed (at most 2 chunks in flight). The run state (`state_path`) is
+    saved and `on_chunk` is called from that thread once the chunk is on disk, so a chunk
+    reported done is in the file; `generate` returns (or raises) only after every chunk
+    handed to the writer is written."""
     start = time.perf_counter()
     result = RunResult(stream.chunk_index, frames_written, 0.0, False, stream, vae_cache)
     if total_chunks is not None and stream.chunk_index >= total_chunks:
         return result
     steps = stream_chunks(model, stream, chunks=total_chunks, prompts=prompts, on_step=on_step)
     del stream, result  # only the current state is held: memory stays flat
-    for step in steps:
-        result = None  # the previous chunk's stream is not kept alive through the decode
-        if not torch.isfinite(step.chunk.content).all():
-            raise NonFiniteChunkError(
-                f"the model produced NaN or inf values in chunk {step.chunk.index + 1}: its "
-                "weights or the settings (e.g. the shift or the steps) are broken; the video "
-                f"keeps the {frames_written} frames of the chunks before it"
-            )
-        if on_decode is None:
-            video, vae_cache = vae.decode_chunk(step.chunk.content, vae_cache)
-        else:
-            index = step.chunk.index
-
-            def on_frame(done: int, frames: int, index: int = index) -> None:
-                on_decode(index, done, frames)
-
-            video, vae_cache = vae.decode_chunk(step.chunk.content, vae_cache, on_frame=on_frame)
-        frames = to_frames(video)
-        writer.write(frames)
-        frames_written += frames.shape[0]
-        if state_path is not None:
-            save_run(state_path, step.stream, vae_cache, frames_written, state_meta)
-        result = RunResult(
-            step.stream.chunk_index,
-            frames_written,
-            time.perf_counter() - start,
-            False,
-            step.stream,
-            vae_cache,
-        )
-        if on_chunk is not None:
-            on_chunk(
-                ChunkReport(
-                    step.chunk.index,
-                    total_chunks,
-                    frames,
-                    frames_written,
-                    result.seconds,
-                    step.stream,
-                    step.chunk.state,
+    background = BackgroundWriter(writer, depth=2)
+    try:
+        for step in steps:
+            result = None  # the previous chunk's stream is not kept alive through the decode
+            if not torch.isfinite(step.chunk.content).all():
+                raise NonFiniteChunkError(
+                    f"the model produced NaN or inf values in chunk {step.chunk.index + 1}: its "
+                    "weights or the settings (e.g. the shift or the steps) are broken; the video "
+                    f"keeps the {frames_written} frames of the chunks before it"
                 )
+            if on_decode is None:
+                video, vae_cache = vae.decode_chunk(step.chunk.content, vae_cache)
+            else:
+                index = step.chunk.index
+
+                def on_frame(done: int, frames: int, index: int = index) -> None:
+                    on_decode(index, done, frames)
+
+                video, vae_cache = vae.decode_chunk(
+                    step.chunk.content, vae_cache, on_frame=on_frame
+                )
+            # uint8 on the device, copied out without waiting; the writer thread encodes it,
+            # then saves the run state and reports the chunk: a chunk reported done is on disk
+            host, ready = to_host(frames_uint8(video))
+            frames_written += host.shape[0]
+            report = ChunkReport(
+                step.chunk.index,
+                total_chunks,
+                video,
+                frames_written,
+                0.0,
+                step.stream,
+                step.chunk.state,
             )
-        del video, frames
-        if should_stop is not None and should_stop():
-            result.stopped = True
-            break
+            background.put(
+                host,
+                ready,
+                partial(_after_write, report, vae_cache, state_path, state_meta, on_chunk, start),
+            )
+            result = RunResult(
+                step.stream.chunk_index,
+                frames_written,
+                time.perf_counter() - start,
+                False,
+                step.stream,
+                vae_cache,
+            )
+            del video, host, report
+            if should_stop is not None and should_stop():
+                result.stopped = True
+                break
+    except BaseException:
+        try:  # every chunk handed over still reaches the disk; the first error is raised
+            background.close()
+        except BaseException:  # noqa: BLE001 - the error in flight matters more
+            pass
+        raise
+    background.close()  # every chunk handed over is on disk before this returns
+    result.seconds = time.perf_counter() - start
     return result
+
+
+def _after_write(report, vae_cache, state_path, state_meta, on_chunk, start) -> None:
+    """In the writer thread, once a chunk's frames are on disk: save the run state (it never
+    claims frames that are not written), then report the chunk."""
+    if state_path is not None:
+        save_run(state_path, report.stream, vae_cache, report.frames_written, state_meta)
+    if on_chunk is not None:
+        report.elapsed = time.perf_counter() - start
+        on_chunk(report)
 
 
 def pseudo_embedding(text: str, rows: int, width: int) -> Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import torch
 
 from adastate_core.pipeline import ChunkReport, generate
@@ -120,14 +122,25 @@ class Generate:
             "workflow_id": workflow_id(extra_pnginfo),
         }
 
+        shown = [0]
+        lock = threading.Lock()
+
+        def advance(value: int) -> None:
+            # on_chunk runs in the writer thread, behind the next chunk's steps: the bar
+            # only ever moves forward
+            with lock:
+                if value > shown[0]:
+                    shown[0] = value
+                    bar.update_absolute(value, total * per_chunk)
+
         def on_step(chunk: int, step: int, steps_: int) -> None:
-            bar.update_absolute(chunk * per_chunk + step, total * per_chunk)
+            advance(chunk * per_chunk + step)
             bridge.check_interrupted()
 
         def on_decode(chunk: int, frame: int, frames: int) -> None:
             bridge.check_interrupted()  # Cancel during a long decode stops it at once
             if frame < frames:
-                bar.update_absolute(chunk * per_chunk + n_steps + frame, total * per_chunk)
+                advance(chunk * per_chunk + n_steps + frame)
 
         def on_chunk(report: ChunkReport) -> None:
             start = report.frames_written - report.frames.shape[0]
@@ -136,7 +149,7 @@ class Generate:
                 for i in range(start, report.frames_written)
                 if i in keep
             )
-            bar.update_absolute((report.index + 1) * per_chunk, total * per_chunk)
+            advance((report.index + 1) * per_chunk)
             # the chunk's last frame, shown live on the node by js/adastate.js. Not sent as a
             # progress preview: ComfyUI's frontend prefers a node's progress previews over its
             # outputs, so the finished video would never replace the last preview.

@@ -173,8 +173,10 @@ def test_killed_run_leaves_playable_file_and_resume_finishes_identically(
     state = tmp_path / "cut" / "run.safetensors"
     proc = _run_until([*base, "--out", cut, "--save-state", state], 2, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
-    n = count_frames(cut)  # every complete chunk written before the kill, nothing broken
-    assert n in {frames_after(k) for k in (2, 3, 4, 5)}
+    # every complete chunk written before the kill, nothing broken (the progress line counts
+    # chunks handed to the writer thread, which may still be encoding the last one or two)
+    n = count_frames(cut)
+    assert n in {frames_after(k) for k in (1, 2, 3, 4, 5)}
     assert np.array_equal(read_frames(cut), read_frames(full)[:n])
     cli(
         "generate",

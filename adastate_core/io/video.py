@@ -589,11 +589,21 @@ class _PyAVWriter(_FileWriter):
             )
 
 
+X264_PRESETS = (
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+    "veryslow",
+)  # fmt: skip
+
+
 class _Mp4Writer(_PyAVWriter):
     format = "mp4"
     codec = "libx264"
     container_format = "mp4"
     max_crf = 51
+
+    def __init__(self, path: Path, *, preset: str = "medium", **kwargs: Any) -> None:
+        self.preset = preset
+        super().__init__(path, **kwargs)
 
     def _check_size(self, height: int, width: int) -> None:
         if height % 2 or width % 2:
@@ -605,7 +615,7 @@ class _Mp4Writer(_PyAVWriter):
 
     def _codec_options(self) -> dict[str, str]:
         # no B-frames: presentation time = decode time, so the video starts at t = 0
-        return {"crf": str(self.crf), "preset": "medium", "bf": "0"}
+        return {"crf": str(self.crf), "preset": self.preset, "bf": "0"}
 
     def _mux_options(self) -> dict[str, str]:
         # frag_custom: the whole chunk is one fragment (also when the encoder puts more
@@ -1098,8 +1108,12 @@ def open_writer(
     format: str | None = None,
     resume_frames: int = 0,
     exclusive: bool = False,
+    preset: str | None = None,
 ) -> VideoWriter:
     """A progressive writer for `path`; see the module docstring for the formats.
+
+    preset: the libx264 speed preset of MP4 files (default "medium"; "veryfast" encodes
+    ≈ 2-4x faster for a somewhat larger file at the same crf); other formats ignore it.
 
     fps: frames per second (MP4, WebM, WebP, GIF). crf: quality for MP4 (0..51) and WebM
     (0..63), lower is better. metadata: strings to embed (prompt, seed, settings); read them
@@ -1144,9 +1158,12 @@ def open_writer(
                 f"cannot write video to {path}: it is a folder; give a file name such as "
                 f"{path / ('video.' + kind)}"
             )
+    if preset is not None and preset not in X264_PRESETS:
+        raise VideoIOError(f"preset must be one of {', '.join(X264_PRESETS)}, got {preset!r}")
+    extra = {"preset": preset} if kind == "mp4" and preset is not None else {}
     return _WRITERS[kind](
         path, fps=fps, crf=crf, metadata=checked, resume_frames=resume_frames,
-        exclusive=bool(exclusive),
+        exclusive=bool(exclusive), **extra,
     )  # fmt: skip
 
 

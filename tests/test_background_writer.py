@@ -1,0 +1,84 @@
+"""Writing off the critical path (issue 11): device-side uint8 conversion equals the writers'
+own, the writer thread writes everything handed to it in order, then runs each chunk's
+follow-up, and its errors reach the caller."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from adastate_core.io import to_uint8_frames
+from adastate_core.io.background import BackgroundWriter, frames_uint8, to_host
+
+
+def test_device_conversion_equals_the_writers_conversion():
+    g = torch.Generator().manual_seed(0)
+    video = torch.rand(1, 3, 5, 8, 12, generator=g) * 1.4 - 0.2  # out of range both ways
+    video[0, 0, 0, 0, :4] = torch.tensor([float("nan"), 0.5 / 255, 1.5 / 255, 254.5 / 255])
+    want = to_uint8_frames(video[0].permute(1, 2, 3, 0).float())
+    got = frames_uint8(video)
+    assert got.dtype == torch.uint8 and tuple(got.shape) == (5, 8, 12, 3)
+    assert np.array_equal(got.numpy(), want)
+    host, event = to_host(got)
+    assert host is got and event is None  # CPU frames are handed over as they are
+
+
+class Recorder:
+    def __init__(self, fail_at: int | None = None, gate: threading.Event | None = None):
+        self.written: list[np.ndarray] = []
+        self.fail_at, self.gate = fail_at, gate
+
+    def write(self, frames):
+        if self.gate is not None:
+            self.gate.wait(10)
+        if self.fail_at is not None and len(self.written) == self.fail_at:
+            raise OSError(28, "No space left on device")
+        self.written.append(to_uint8_frames(frames))
+
+
+def test_everything_handed_over_is_written_in_order_then_followed_up():
+    rec, done = Recorder(gate=threading.Event()), []
+    bg = BackgroundWriter(rec, depth=2)
+    chunks = [torch.full((2, 4, 4, 3), i, dtype=torch.uint8) for i in range(5)]
+    for i, c in enumerate(chunks[:2]):
+        bg.put(c, None, lambda i=i: done.append((i, len(rec.written))))
+    assert rec.written == []  # the writer is held: nothing is written yet, put did not block
+    rec.gate.set()
+    for i, c in enumerate(chunks[2:], 2):
+        bg.put(c, None, lambda i=i: done.append((i, len(rec.written))))
+    bg.close()
+    assert [int(w[0, 0, 0, 0]) for w in rec.written] == [0, 1, 2, 3, 4]
+    assert done == [(i, i + 1) for i in range(5)]  # each follow-up after its own frames
+
+
+def test_a_writer_error_reaches_the_caller_and_later_chunks_are_dropped():
+    rec, done = Recorder(fail_at=1), []
+    bg = BackgroundWriter(rec, depth=1)
+    with pytest.raises(OSError, match="No space left"):
+        for i in range(20):  # the producer never blocks forever after the failure
+            bg.put(torch.zeros(1, 2, 2, 3, dtype=torch.uint8), None, lambda i=i: done.append(i))
+        bg.close()
+    with pytest.raises(OSError):
+        bg.close()
+    assert len(rec.written) == 1 and done == [0]  # no state is saved for unwritten frames
+
+
+def test_x264_preset_is_a_writer_option(tmp_path):
+    pytest.importorskip("av")
+    from adastate_core.io import open_writer, read_frames
+    from adastate_core.io.video import VideoIOError
+
+    frames = torch.randint(0, 255, (6, 32, 48, 3), dtype=torch.uint8)
+    sizes = {}
+    for preset in ("veryfast", "medium"):
+        path = tmp_path / f"{preset}.mp4"
+        with open_writer(path, preset=preset) as writer:
+            writer.write(frames)
+        assert read_frames(path).shape == (6, 32, 48, 3)
+        sizes[preset] = path.stat().st_size
+    assert sizes["veryfast"] != sizes["medium"]  # the option reaches the encoder
+    with pytest.raises(VideoIOError, match="preset must be one of"):
+        open_writer(tmp_path / "x.mp4", preset="warp")
