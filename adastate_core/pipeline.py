@@ -154,32 +154,37 @@ def generate(
     result = RunResult(stream.chunk_index, frames_written, 0.0, False, stream, vae_cache)
     if total_chunks is not None and stream.chunk_index >= total_chunks:
         return result
-    steps = stream_chunks(model, stream, chunks=total_chunks, prompts=prompts, on_step=on_step)
+    decoded: dict = {}  # the chunk decoded between its denoising and its cache update
+
+    def decode(chunk) -> None:
+        # before the t = 0 pass: the first frames leave as soon as the chunk is denoised
+        nonlocal vae_cache
+        finite = torch.isfinite(chunk.content).all()  # checked by the writer: no sync here
+        if on_decode is None:
+            video, vae_cache = vae.decode_chunk(chunk.content, vae_cache)
+        else:
+
+            def on_frame(done: int, frames: int, index: int = chunk.index) -> None:
+                on_decode(index, done, frames)
+
+            video, vae_cache = vae.decode_chunk(chunk.content, vae_cache, on_frame=on_frame)
+        # uint8 on the device, copied out without waiting
+        (host, finite), ready = to_host(frames_uint8(video), finite)
+        decoded.update(video=video, host=host, finite=finite, ready=ready, cache=vae_cache)
+
+    steps = stream_chunks(
+        model, stream, chunks=total_chunks, prompts=prompts, on_step=on_step, on_denoised=decode
+    )
     del stream, result  # only the current state is held: memory stays flat
     background = BackgroundWriter(writer, depth=2)
+    last, stopped = None, False
     try:
         for step in steps:
-            result = None  # the previous chunk's stream is not kept alive through the decode
-            if not torch.isfinite(step.chunk.content).all():
-                raise NonFiniteChunkError(
-                    f"the model produced NaN or inf values in chunk {step.chunk.index + 1}: its "
-                    "weights or the settings (e.g. the shift or the steps) are broken; the video "
-                    f"keeps the {frames_written} frames of the chunks before it"
-                )
-            if on_decode is None:
-                video, vae_cache = vae.decode_chunk(step.chunk.content, vae_cache)
-            else:
-                index = step.chunk.index
-
-                def on_frame(done: int, frames: int, index: int = index) -> None:
-                    on_decode(index, done, frames)
-
-                video, vae_cache = vae.decode_chunk(
-                    step.chunk.content, vae_cache, on_frame=on_frame
-                )
-            # uint8 on the device, copied out without waiting; the writer thread encodes it,
-            # then saves the run state and reports the chunk: a chunk reported done is on disk
-            host, ready = to_host(frames_uint8(video))
+            video, host, ready = decoded.pop("video"), decoded.pop("host"), decoded.pop("ready")
+            finite, cache_after = decoded.pop("finite"), decoded.pop("cache")
+            # the writer thread checks, encodes, then saves the run state and reports the
+            # chunk: a chunk reported done is on disk
+            before = partial(_check_finite, finite, step.chunk.index, frames_written)
             frames_written += host.shape[0]
             report = ChunkReport(
                 step.chunk.index,
@@ -190,22 +195,14 @@ def generate(
                 step.stream,
                 step.chunk.state,
             )
-            background.put(
-                host,
-                ready,
-                partial(_after_write, report, vae_cache, state_path, state_meta, on_chunk, start),
-            )
-            result = RunResult(
-                step.stream.chunk_index,
-                frames_written,
-                time.perf_counter() - start,
-                False,
-                step.stream,
-                vae_cache,
-            )
-            del video, host, report
+            saved = cache_after if state_path is not None else None  # kept only to be saved
+            after = partial(_after_write, report, saved, state_path, state_meta, on_chunk, start)
+            background.put(host, ready, after, before)
+            last = step.stream
+            # nothing of this chunk stays referenced here: flat memory
+            del video, host, report, finite, cache_after, saved, after, before, step
             if should_stop is not None and should_stop():
-                result.stopped = True
+                stopped = True
                 break
     except BaseException:
         try:  # every chunk handed over still reaches the disk; the first error is raised
@@ -214,8 +211,24 @@ def generate(
             pass
         raise
     background.close()  # every chunk handed over is on disk before this returns
-    result.seconds = time.perf_counter() - start
-    return result
+    return RunResult(
+        last.chunk_index,
+        frames_written,
+        time.perf_counter() - start,
+        stopped,
+        last,
+        vae_cache,
+    )
+
+
+def _check_finite(finite: Tensor, index: int, frames_before: int) -> None:
+    """In the writer thread, before a chunk is written: refuse a chunk with NaN/inf."""
+    if not bool(finite):
+        raise NonFiniteChunkError(
+            f"the model produced NaN or inf values in chunk {index + 1}: its weights or the "
+            "settings (e.g. the shift or the steps) are broken; the video keeps the "
+            f"{frames_before} frames of the chunks before it"
+        )
 
 
 def _after_write(report, vae_cache, state_path, state_meta, on_chunk, start) -> None:

@@ -22,7 +22,7 @@ def test_device_conversion_equals_the_writers_conversion():
     got = frames_uint8(video)
     assert got.dtype == torch.uint8 and tuple(got.shape) == (5, 8, 12, 3)
     assert np.array_equal(got.numpy(), want)
-    host, event = to_host(got)
+    (host,), event = to_host(got)
     assert host is got and event is None  # CPU frames are handed over as they are
 
 

@@ -28,16 +28,19 @@ def frames_uint8(video: Tensor) -> Tensor:
     return x.to(torch.uint8).permute(1, 2, 3, 0).contiguous()
 
 
-def to_host(frames: Tensor) -> tuple[Tensor, torch.cuda.Event | None]:
-    """Start copying device frames into pinned host memory without waiting; -> (host tensor,
-    event to wait on before reading it). CPU tensors are returned as they are."""
-    if frames.device.type != "cuda":
-        return frames, None
-    host = torch.empty(frames.shape, dtype=frames.dtype, pin_memory=True)
-    host.copy_(frames, non_blocking=True)
+def to_host(*tensors: Tensor) -> tuple[list[Tensor], torch.cuda.Event | None]:
+    """Start copying device tensors into pinned host memory without waiting; -> (host
+    tensors, event to wait on before reading them). CPU tensors are returned as they are."""
+    if all(t.device.type != "cuda" for t in tensors):
+        return list(tensors), None
+    hosts = []
+    for t in tensors:
+        host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+        host.copy_(t, non_blocking=True)
+        hosts.append(host)
     event = torch.cuda.Event()
     event.record()
-    return host, event
+    return hosts, event
 
 
 class BackgroundWriter:
@@ -53,10 +56,13 @@ class BackgroundWriter:
         frames: Tensor,
         event: torch.cuda.Event | None = None,
         then: Callable[[], None] | None = None,
+        before: Callable[[], None] | None = None,
     ) -> None:
-        """Queue frames [T, H, W, 3] for writing, then `then()` (after they are on disk)."""
+        """Queue frames [T, H, W, 3] for writing, then `then()` (after they are on disk).
+        `before()` runs first, once the copy has arrived; an error it raises stops the
+        writing (nothing of this chunk is written) and reaches the caller."""
         self.check()
-        self._queue.put((frames, event, then))
+        self._queue.put((frames, event, then, before))
 
     def check(self) -> None:
         """Raise the writer thread's error, if it had one."""
@@ -77,10 +83,12 @@ class BackgroundWriter:
                 return
             if self._error is not None:
                 continue  # after a failure: keep taking items so the producer never blocks
-            frames, event, then = item
+            frames, event, then, before = item
             try:
                 if event is not None:
                     event.synchronize()
+                if before is not None:
+                    before()
                 self.writer.write(frames)
                 if then is not None:
                     then()

@@ -258,8 +258,11 @@ def denoise_live(
         raise StreamError(f"exit step {exit_step} is outside the {len(sigmas)} steps")
     s = len(layout.state_positions)
     device = model.device
-    x = torch.cat([noise.state, noise.content], dim=2) if s else noise.content
-    x = x.to(device=device, dtype=torch.float32)
+    parts = [noise.state, noise.content] if s else [noise.content]
+    # copied part by part (asynchronously when the noise is in pinned memory), joined on the
+    # device
+    parts = [p.to(device=device, dtype=torch.float32, non_blocking=True) for p in parts]
+    x = torch.cat(parts, dim=2) if s else parts[0]
     n_live = s + cfg.chunk
     for i in range(last + 1):
         sigma, t = sigmas[i], timesteps[i]
@@ -283,7 +286,7 @@ def denoise_live(
         if on_step is not None:
             on_step(i + 1, len(sigmas))
         if not exiting:
-            x = renoise(x0, noise.renoise[i].to(device), sigmas[i + 1])
+            x = renoise(x0, noise.renoise[i].to(device, non_blocking=True), sigmas[i + 1])
     return x0
 
 

@@ -360,8 +360,15 @@ class WanVAEDecoder(nn.Module):
             raise ValueError(
                 f"the Wan latent statistics are for 16 channels, this latent has {z.shape[1]}"
             )
-        mean = torch.tensor(LATENT_MEAN, device=z.device).view(1, -1, 1, 1, 1)
-        std = torch.tensor(LATENT_STD, device=z.device).view(1, -1, 1, 1, 1)
+        key = str(z.device)
+        stats = self.__dict__.setdefault("_latent_stats", {}).get(key)
+        if stats is None:  # copied to the device once, not in every call (each copy syncs)
+            stats = tuple(
+                torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1, 1).to(z.device)
+                for v in (LATENT_MEAN, LATENT_STD)
+            )
+            self.__dict__["_latent_stats"][key] = stats
+        mean, std = stats
         return z.float() * std + mean
 
     @torch.no_grad()
