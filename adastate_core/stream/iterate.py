@@ -134,7 +134,7 @@ class _NoiseAhead:
 
     def __init__(self, stream: StreamState, device: torch.device):
         self.config, self.batch = stream.config, stream.batch
-        self.pin = torch.device(device).type == "cuda"
+        self.pin = torch.device(device).type == "cuda" and torch.cuda.is_available()
         self.pending: tuple[int, Future] | None = None
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adastate-noise")
 
