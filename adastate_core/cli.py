@@ -282,7 +282,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="DiT compute dtype (default bf16 on CUDA, fp32 on CPU)",
     )
     models.add_argument("--vae-dtype", default=None, choices=["fp32", "bf16", "fp16"])
-    models.add_argument("--attention", default="sdpa", choices=["sdpa", "sageattention"])
+    models.add_argument(
+        "--residual", default="fp32", choices=["fp32", "bf16"],
+        help="DiT residual stream, norms and modulation: fp32 (exact, the official code) or "
+        "bf16 (fast mode, as Self-Forcing's own inference runs; ≈ 0.6%% relative change per "
+        "call, see README)",
+    )  # fmt: skip
+    models.add_argument(
+        "--attention", default="sdpa", choices=["sdpa", "cudnn", "sageattention"],
+        help="attention kernel: sdpa (PyTorch's choice), cudnn (cuDNN first: faster on "
+        "H100/H200), sageattention (if installed)",
+    )  # fmt: skip
     adv = gen.add_argument_group("stream")
     adv.add_argument("--chunk", type=int, default=None, help="latent frames per chunk (C, 3)")
     adv.add_argument("--state", type=int, default=None, help="adaptive state frames (S, 1)")

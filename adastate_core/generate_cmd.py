@@ -508,7 +508,10 @@ def _run_locked(args, jobs: list[Job]) -> int:
     )
     texts = sorted({p.text for job in jobs for p in job.schedule})
     rows = _encode(args, files, cache_dir, texts)
-    model = load_dit(files.dit, dtype=args.dtype, device=device, attention=args.attention)
+    model = load_dit(
+        files.dit, dtype=args.dtype, device=device, attention=args.attention,
+        precise_dtype=getattr(args, "residual", None) or "fp32",
+    )  # fmt: skip
     vae = load_vae(files.vae, dtype=args.vae_dtype, device=device)
     failed = []
     for job in jobs:

@@ -10,7 +10,7 @@ from .common import CATEGORY
 from .values import AdaStateModel
 
 WEIGHT_DTYPES = ["default", "bf16", "fp16", "fp8_e4m3fn"]
-ATTENTION = ["sdpa", "sageattention"]
+ATTENTION = ["sdpa", "sageattention", "cudnn"]  # new choices only at the end
 
 
 class LoadModel:

@@ -82,3 +82,26 @@ def test_x264_preset_is_a_writer_option(tmp_path):
     assert sizes["veryfast"] != sizes["medium"]  # the option reaches the encoder
     with pytest.raises(VideoIOError, match="preset must be one of"):
         open_writer(tmp_path / "x.mp4", preset="warp")
+
+
+def test_fast_modes_bound_their_error_and_leave_the_exact_path_alone():
+    """The opt-in fast modes of issue 11 change numbers by a measured amount; the default
+    path is untouched (cuDNN-first attention is plain SDPA off CUDA)."""
+    from adastate_core.model import load_dit
+    from adastate_core.model.attention import sdpa, sdpa_cudnn_first
+    from adastate_core.model.random_weights import TINY, random_state_dict
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 24, 4, 16, generator=g) for _ in range(3))
+    assert torch.equal(sdpa_cudnn_first(q, k, v), sdpa(q, k, v))
+    sd = random_state_dict(TINY, 0)
+    hints = dict(num_heads=TINY.num_heads, text_len=TINY.text_len)
+    exact = load_dit(sd, **hints)
+    fast = load_dit(sd, precise_dtype="bf16", **hints)
+    assert fast.blocks[0].modulation.dtype == torch.bfloat16
+    x, c = torch.randn(1, 16, 3, 4, 4, generator=g), torch.randn(1, 5, 32, generator=g)
+    a, b = exact(x, 500.0, c), fast(x, 500.0, c)
+    rel = ((a - b).norm() / a.norm()).item()
+    assert 1e-4 < rel < 0.02  # measured 0.6 % per call on this model
+    cudnn = load_dit(sd, attention="cudnn", **hints)
+    assert torch.equal(cudnn(x, 500.0, c), a)

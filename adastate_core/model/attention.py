@@ -1,4 +1,5 @@
-"""Attention backends: torch SDPA (default) and SageAttention (CUDA, fp16/bf16) when asked for."""
+"""Attention backends: torch SDPA (default), SDPA with cuDNN's kernel first ("cudnn", for
+Hopper GPUs) and SageAttention (CUDA, fp16/bf16) when asked for."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from torch import Tensor
 
 log = logging.getLogger("adastate")
 
-BACKENDS = ("sdpa", "sageattention")
+BACKENDS = ("sdpa", "cudnn", "sageattention")
 AttentionFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
@@ -22,6 +23,24 @@ def sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
         q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask
     )
     return out.transpose(1, 2)
+
+
+def sdpa_cudnn_first(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """SDPA preferring cuDNN's attention kernel, then FlashAttention (on Hopper cuDNN's is
+    ≈ 1.7-2.3x faster than PyTorch's FlashAttention-2, which SDPA picks by default); any
+    other device runs plain SDPA (on the CPU: the same numbers as `sdpa`)."""
+    if not q.is_cuda:
+        return sdpa(q, k, v)
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    order = [
+        SDPBackend.CUDNN_ATTENTION,
+        SDPBackend.FLASH_ATTENTION,
+        SDPBackend.EFFICIENT_ATTENTION,
+        SDPBackend.MATH,
+    ]
+    with sdpa_kernel(order, set_priority=True):
+        return sdpa(q, k, v)
 
 
 def token_mask(frame_mask: Tensor, tokens_per_frame: int) -> Tensor:
@@ -57,6 +76,8 @@ def get_backend(name: str) -> AttentionFn:
         raise ValueError(f"unknown attention backend {name!r}; choose one of {', '.join(BACKENDS)}")
     if name == "sdpa":
         return sdpa
+    if name == "cudnn":
+        return sdpa_cudnn_first
     try:
         from sageattention import sageattn  # type: ignore[import-not-found]
     except Exception as err:  # not installed, or its CUDA build does not load
