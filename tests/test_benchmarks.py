@@ -45,3 +45,18 @@ def test_stream_harness_runs():
     assert set(times) == set(cfgs) and all(len(t) == 8 for t in times.values())
     assert sizes["adaptive"][-1] == sizes["adaptive"][3]  # flat
     assert sizes[stream_bench.GROWING][-1] > sizes[stream_bench.GROWING][3]  # grows
+
+
+def test_stream_ab_ratio_compares_immutable_early_and_late_states():
+    import stream as stream_bench
+
+    from adastate_core.model.random_weights import TINY
+    from adastate_core.stream import StreamConfig
+
+    model = stream_bench.build_model(TINY, "cpu", torch.float32)
+    cfg = StreamConfig(height=32, width=32)
+    states = stream_bench.states_at(model, cfg, [2, 6])
+    assert states[2].chunk_index == 2 and states[6].chunk_index == 6
+    ab = stream_bench.ab_ratio(model, cfg, 2, 6, 3, lambda: None)
+    assert ab["early_ms"] > 0 and ab["late_ms"] > 0 and ab["ratio"] > 0
+    assert states[2].chunk_index == 2  # the timed states were not changed
