@@ -283,6 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     models.add_argument("--vae-dtype", default=None, choices=["fp32", "bf16", "fp16"])
     models.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile the DiT blocks (fast mode: fused kernels, rounding-level changes; "
+        "the first chunks compile, ~1 min)",
+    )  # fmt: skip
+    models.add_argument(
         "--residual", default="fp32", choices=["fp32", "bf16"],
         help="DiT residual stream, norms and modulation: fp32 (exact, the official code) or "
         "bf16 (fast mode, as Self-Forcing's own inference runs; ≈ 0.6%% relative change per "

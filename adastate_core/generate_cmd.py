@@ -512,6 +512,8 @@ def _run_locked(args, jobs: list[Job]) -> int:
         files.dit, dtype=args.dtype, device=device, attention=args.attention,
         precise_dtype=getattr(args, "residual", None) or "fp32",
     )  # fmt: skip
+    if getattr(args, "compile", False):
+        model.compile_blocks()
     vae = load_vae(files.vae, dtype=args.vae_dtype, device=device)
     failed = []
     for job in jobs:
