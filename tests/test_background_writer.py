@@ -122,5 +122,4 @@ def test_compiled_blocks_stay_within_rounding_of_eager():
     g = torch.Generator().manual_seed(1)
     x, c = torch.randn(1, 16, 3, 4, 4, generator=g), torch.randn(1, 5, 32, generator=g)
     a, b = eager(x, 500.0, c), fast(x, 500.0, c)
-    assert not torch.equal(a, b) or True  # fused kernels may round differently
     assert (a - b).abs().max().item() < 1e-4  # measured 1e-6
