@@ -180,7 +180,10 @@ class RMSNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         xf = x.float()
         inv_norm = xf.square().sum(1, keepdim=True).clamp_min_(1e-24).rsqrt_()
-        return (xf * inv_norm).mul_(self.gamma.float() * self.scale).to(x.dtype)
+        gain = self.gamma.float() * self.scale
+        if xf is not x:  # a bf16/fp16 input: scale its fp32 copy in place (one temporary less)
+            return xf.mul_(inv_norm).mul_(gain).to(x.dtype)
+        return (xf * inv_norm).mul_(gain)
 
 
 class ResidualBlock(nn.Module):
