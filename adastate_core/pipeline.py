@@ -160,14 +160,19 @@ def generate(
         # before the t = 0 pass: the first frames leave as soon as the chunk is denoised
         nonlocal vae_cache
         finite = torch.isfinite(chunk.content).all()  # checked by the writer: no sync here
+        # nobody else needs the previous decoder cache unless it is saved with the run state:
+        # then it is read by the writer thread; else its memory is reused as it is read
+        consume = state_path is None
         if on_decode is None:
-            video, vae_cache = vae.decode_chunk(chunk.content, vae_cache)
+            video, vae_cache = vae.decode_chunk(chunk.content, vae_cache, consume=consume)
         else:
 
             def on_frame(done: int, frames: int, index: int = chunk.index) -> None:
                 on_decode(index, done, frames)
 
-            video, vae_cache = vae.decode_chunk(chunk.content, vae_cache, on_frame=on_frame)
+            video, vae_cache = vae.decode_chunk(
+                chunk.content, vae_cache, on_frame=on_frame, consume=consume
+            )
         # uint8 on the device, copied out without waiting
         (host, finite), ready = to_host(frames_uint8(video), finite)
         decoded.update(video=video, host=host, finite=finite, ready=ready, cache=vae_cache)

@@ -98,8 +98,9 @@ def _tail(history: Tensor | None, x: Tensor) -> Tensor:
 class _Step:
     """The histories one decoder call (one latent frame) reads and writes, in conv order."""
 
-    def __init__(self, old: tuple[Tensor, ...] | None):
-        self.old = old
+    def __init__(self, old, consume: bool = False):
+        self.old = old  # a tuple, or with `consume` a list whose entries are dropped when read
+        self.consume = consume
         self.new: list[Tensor] = []
 
     @property
@@ -108,8 +109,11 @@ class _Step:
         return self.old is None
 
     def conv(self, conv: CausalConv3d, x: Tensor) -> Tensor:
-        history = None if self.old is None else self.old[len(self.new)]
+        i = len(self.new)
+        history = None if self.old is None else self.old[i]
         self.new.append(_tail(history, x))
+        if self.consume and self.old is not None:
+            self.old[i] = None  # read for the last time: freed once this conv has run
         return conv(x, history)
 
     def rep(self, x: Tensor) -> None:
@@ -383,6 +387,7 @@ class WanVAEDecoder(nn.Module):
         normalised: bool = True,
         clamp: bool = True,
         on_frame: Callable[[int, int], None] | None = None,
+        consume: bool = False,
     ) -> tuple[Tensor, DecoderCache]:
         """Decode the next latent frames of a video, continuing from `cache` (None: new video).
 
@@ -392,18 +397,29 @@ class WanVAEDecoder(nn.Module):
         (x+1)/2), or the raw [-1, 1]-space decoder output with `clamp=False`. Neither `z` nor
         `cache` is modified. `on_frame(done, total)` runs after each latent frame (progress);
         an exception it raises (e.g. a Cancel) abandons the chunk, `cache` still intact.
+
+        consume: the streaming fast path for a caller that will never use `cache` again
+        (the whole-stream loop): its histories are taken out of it and each is freed as soon
+        as the conv that reads it has run, so about one generation of the ~1.9 GB cache is
+        alive instead of up to three. Same numbers; `cache` is left empty (and is lost if an
+        exception abandons the chunk).
         """
         self._check_input(z, cache)
         x = self.denormalise(z) if normalised else z
         x = self.conv2(x.to(device=self.device, dtype=self.dtype))
         histories = None if cache is None else cache.histories
+        if consume and cache is not None:
+            histories = list(histories)
+            object.__setattr__(cache, "histories", ())  # the caller gave it up
         frames = []
         for i in range(x.shape[2]):  # one latent frame per decoder call, as the official code
-            step = _Step(histories)
+            step = _Step(histories, consume)
             frames.append(self.decoder(x[:, :, i : i + 1], step))
-            histories = tuple(step.new)
+            histories = step.new if consume else tuple(step.new)
+            del step
             if on_frame is not None:
                 on_frame(i + 1, x.shape[2])
+        histories = tuple(histories)
         video = torch.cat(frames, dim=2).float()
         if clamp:
             video = video.clamp_(-1.0, 1.0).add_(1.0).mul_(0.5)

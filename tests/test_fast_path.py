@@ -123,3 +123,20 @@ def test_compiled_blocks_stay_within_rounding_of_eager():
     x, c = torch.randn(1, 16, 3, 4, 4, generator=g), torch.randn(1, 5, 32, generator=g)
     a, b = eager(x, 500.0, c), fast(x, 500.0, c)
     assert (a - b).abs().max().item() < 1e-4  # measured 1e-6
+
+
+def test_consuming_decode_gives_the_same_frames_and_frees_the_old_cache():
+    from adastate_core.vae import load_vae
+    from adastate_core.vae.random_weights import random_state_dict as random_vae
+
+    vae = load_vae(random_vae(dim=8, seed=2))
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(1, 16, 6, 4, 6, generator=g)
+    video0, keep = vae.decode_chunk(z[:, :, :3], None)
+    _, give = vae.decode_chunk(z[:, :, :3], None)
+    want, want_cache = vae.decode_chunk(z[:, :, 3:], keep)
+    got, got_cache = vae.decode_chunk(z[:, :, 3:], give, consume=True)
+    assert torch.equal(got, want)
+    assert all(torch.equal(a, b) for a, b in zip(got_cache.histories, want_cache.histories))
+    assert got_cache.latent_frames == want_cache.latent_frames == 6
+    assert give.histories == () and len(keep.histories) == len(want_cache.histories)
