@@ -326,7 +326,7 @@ class CausalWanDiT(nn.Module):
         return self
 
     def set_attention(self, name: str) -> None:
-        """Choose the attention backend ("sdpa" or "sageattention")."""
+        """Choose the attention backend ("sdpa", "cudnn" or "sageattention")."""
         self.attention = name
         self._attend = get_backend(name)
 
