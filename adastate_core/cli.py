@@ -57,29 +57,31 @@ class ProgressBar:
 
 
 @contextmanager
-def graceful_interrupt():
-    """First Ctrl-C: finish the chunk in flight, close the file, stop. Second: abort now."""
+def graceful_interrupt(
+    notice: str = "stopping after this chunk (Ctrl-C again to abort now)",
+    signals: tuple = (signal.SIGINT,),
+):
+    """First Ctrl-C (or another of `signals`): finish the unit of work in flight (a chunk, a
+    training iteration), then stop; `notice` says so. Second: abort now."""
     state = {"stop": False}
 
     def handler(signum, frame):
         if state["stop"]:
             raise KeyboardInterrupt
         state["stop"] = True
-        print(
-            "\nadastate: stopping after this chunk (Ctrl-C again to abort now)",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(f"\nadastate: {notice}", file=sys.stderr, flush=True)
 
-    try:
-        previous = signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread
-        previous = None
+    previous = {}
+    for sig in signals:
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            pass
     try:
         yield lambda: state["stop"]
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 # ----------------------------------------------------------------------------------------------

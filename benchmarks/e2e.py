@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import re
 import statistics
 import sys
@@ -53,7 +52,7 @@ from adastate_core.io import count_frames, open_writer  # noqa: E402
 from adastate_core.model import CausalWanDiT, WanConfig  # noqa: E402
 from adastate_core.model.attention import BACKENDS  # noqa: E402
 from adastate_core.model.loader import load_dit  # noqa: E402
-from adastate_core.model.random_weights import TINY  # noqa: E402
+from adastate_core.model.random_weights import TINY, random_state_dict  # noqa: E402
 from adastate_core.stream import FPS, StreamConfig, init_stream  # noqa: E402
 from adastate_core.stream import iterate as stream_iterate  # noqa: E402
 from adastate_core.vae import load_vae  # noqa: E402
@@ -176,17 +175,7 @@ def random_dit(
     --residual), every tensor drawn directly on `device` in `dtype` as benchmarks/train_step.py
     does (drawing 1.3B values on the host and copying them over costs ~30 s of device time);
     the values follow random_weights.random_state_dict's rule."""
-    gen = torch.Generator(device=device).manual_seed(seed)
-    state = {}
-    for key, shape in config.tensor_shapes().items():
-        t = torch.randn(shape, generator=gen, dtype=dtype, device=device)
-        if key.endswith(".weight") and len(shape) >= 2:
-            t.mul_(1.0 / math.sqrt(math.prod(shape[1:])))
-        elif "norm" in key:
-            t.mul_(0.1).add_(1.0)
-        else:
-            t.mul_(0.1)
-        state[key] = t
+    state = random_state_dict(config, seed, dtype, device, draw_on_device=True)
     return load_dit(
         state,
         dtype=dtype,

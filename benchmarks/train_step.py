@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -37,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adastate_core.model import CausalWanDiT, WanConfig  # noqa: E402
 from adastate_core.model.config import KNOWN_SIZES  # noqa: E402
 from adastate_core.model.loader import load_dit  # noqa: E402
-from adastate_core.model.random_weights import TINY  # noqa: E402
+from adastate_core.model.random_weights import TINY, random_state_dict  # noqa: E402
 from adastate_core.stream import StreamConfig  # noqa: E402
 from adastate_core.train import PromptData, TrainConfig, Trainer, make_trainable  # noqa: E402
 from adastate_core.train.plan import GB, GPU_OVERHEAD, MemoryPlan, ModelInfo, plan_memory  # noqa: E402
@@ -112,27 +111,6 @@ def full_size_plan(
 # building
 
 
-def random_state_dict_on(
-    config: WanConfig, seed: int, dtype: torch.dtype, device: torch.device | str
-) -> dict[str, torch.Tensor]:
-    """`random_weights.random_state_dict`'s values (bit for bit on the CPU), drawn tensor by
-    tensor directly on `device` in `dtype`. random_state_dict draws every tensor on the host
-    in fp32 and then copies it over: ~50 M values/s, i.e. minutes of device time for a 14B
-    teacher; on the device it takes a second."""
-    gen = torch.Generator(device=device).manual_seed(seed)
-    out: dict[str, torch.Tensor] = {}
-    for key, shape in config.tensor_shapes().items():
-        t = torch.randn(shape, generator=gen, dtype=dtype, device=device)
-        if key.endswith(".weight") and len(shape) >= 2:
-            t.mul_(1.0 / math.sqrt(math.prod(shape[1:])))
-        elif "norm" in key:
-            t.mul_(0.1).add_(1.0)
-        else:
-            t.mul_(0.1)
-        out[key] = t
-    return out
-
-
 def build_model(
     config: WanConfig, seed: int, device: torch.device, compute: torch.dtype, trainable: bool
 ) -> CausalWanDiT:
@@ -140,7 +118,7 @@ def build_model(
     loader stores the big linear weights in (fp32 masters / the compute dtype), so the loader
     keeps those very tensors: the peak is the model plus a few small converted ones."""
     storage = torch.float32 if trainable else compute
-    state = random_state_dict_on(config, seed, storage, device)
+    state = random_state_dict(config, seed, storage, device, draw_on_device=True)
     model = load_dit(
         state,
         dtype=compute,

@@ -54,7 +54,7 @@ def test_teacher_configs():
 def test_device_side_weights_match_random_weights():
     """The GPU path's per-tensor, on-device state dict is random_state_dict's (drawn on the
     CPU here), and the loader keeps its big tensors rather than copying them."""
-    ours = train_step.random_state_dict_on(TINY, 3, torch.float32, "cpu")
+    ours = random_state_dict(TINY, 3, torch.float32, "cpu", draw_on_device=True)
     ref = random_state_dict(TINY, 3)
     assert ours.keys() == ref.keys() and all(torch.equal(ours[k], ref[k]) for k in ref)
     model = train_step.build_model(TINY, 3, torch.device("cpu"), torch.float32, trainable=True)

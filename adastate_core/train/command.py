@@ -15,7 +15,6 @@ import os
 import signal
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import AdaStateError
@@ -342,33 +341,14 @@ def fit_or_refuse(plan, device, world: int, teacher_fp8: bool, args) -> list[str
 # the run
 
 
-@contextmanager
 def _stop_on_ctrl_c():
-    state = {"stop": False}
-
-    def handler(signum, frame):
-        if state["stop"]:
-            raise KeyboardInterrupt
-        state["stop"] = True
-        print(
-            "\nadastate train: saving after this iteration, then stopping (Ctrl-C again to "
-            "abort without saving)",
-            file=sys.stderr,
-            flush=True,
-        )
+    from ..cli import graceful_interrupt
 
     # SIGTERM too: torchrun passes a Ctrl-C on to its workers as SIGTERM
-    previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            previous[sig] = signal.signal(sig, handler)
-        except ValueError:  # not the main thread
-            pass
-    try:
-        yield lambda: state["stop"]
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    return graceful_interrupt(
+        "train: saving after this iteration, then stopping (Ctrl-C again to abort without saving)",
+        (signal.SIGINT, signal.SIGTERM),
+    )
 
 
 def _world():
