@@ -671,6 +671,11 @@ class HostDevice(TorchFunctionMode):
             if is_host(dst) != is_host(src):
                 kind = "d2h" if is_host(dst) else "h2d"
                 rec.add(kind, "copy_", nbytes=touched_bytes(src), sync=not nb)
+                if kind == "d2h" and not isinstance(dst, FakeTensor):
+                    # a real host buffer (e.g. torch.empty) receiving device data: give it the
+                    # placeholder value a read of device data gets, never uninitialised memory
+                    fill = _placeholder("item", src)
+                    self._host(torch.Tensor.fill_, (dst, fill), {})
                 return dst
             if not dev_in:
                 return self._host(func, args, kwargs)
