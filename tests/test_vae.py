@@ -165,6 +165,37 @@ def test_bf16_close_to_fp32(fixture):
     assert (a - b).abs().mean() < 0.01 and max_err(a, b) < 0.1
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_norm_no_worse_than_official(dtype):
+    """The VAE RMSNorm on bf16 (no fp32 temporaries) and fp16 (fp32 math) input against the
+    exact math on the same low-precision input: within a few roundings of it and no less
+    accurate than the official formula run in that dtype (F.normalize, * scale, * gamma)."""
+    import torch.nn.functional as F
+
+    from adastate_core.vae.decoder import RMSNorm
+
+    g = torch.Generator().manual_seed(3)
+    c = 96
+    norm = RMSNorm(c)
+    with torch.no_grad():
+        norm.gamma.copy_(torch.rand(c, 1, 1, 1, generator=g) + 0.5)
+    x = (torch.randn(1, c, 3, 24, 24, generator=g) * 3 + 0.5).to(dtype)
+    exact = F.normalize(x.double(), dim=1) * norm.scale * norm.gamma.double()
+    with torch.no_grad():
+        out = norm(x)
+        official = F.normalize(x, dim=1) * norm.scale * norm.gamma.to(dtype)
+        zero = norm(torch.zeros(1, c, 1, 2, 2, dtype=dtype))
+    assert out.dtype == dtype and torch.equal(zero, torch.zeros_like(zero))  # not NaN
+
+    def rms_rel(y):
+        return ((y.double() - exact).square().mean() / exact.square().mean()).sqrt().item()
+
+    ulp = torch.finfo(dtype).eps
+    assert rms_rel(out) <= 1.05 * rms_rel(official)
+    assert rms_rel(out) < 2 * ulp
+    assert ((out.double() - exact).abs() <= 4 * ulp * exact.abs() + 1e-6).all()
+
+
 def test_decode_chunk_modifies_nothing_it_is_given(fixture):
     model, tensors, _ = fixture
     z = tensors["in.z"].clone()
