@@ -20,7 +20,7 @@ Linear weights may be *stored* lower (bf16/fp16/fp8) and are cast per layer when
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -155,6 +155,150 @@ class AffineLayerNorm(nn.LayerNorm):
         )
 
 
+# ----------------------------------------------------------------------------------------------
+# the layer seam: the block math over any module tree with the official Wan layer names
+
+
+def _own_param(p: Tensor, dtype: torch.dtype, device: torch.device) -> Tensor:
+    return p.to(dtype)
+
+
+@dataclass(frozen=True)
+class LayerSeam:
+    """How the DiT math reaches the layers of a module tree with the official Wan2.1 names
+    (`patch_embedding`, `blocks.i.self_attn.q`, ...), so one forward runs over our own layers
+    and over another program's (e.g. ComfyUI's WanModel, with its LoRA patches, low-VRAM
+    casting or GGUF dequantisation inside its modules). Layers are only ever called, never
+    read; what differs is the dtype each kind of layer is fed:
+
+    * q/k/v/o, FFN and text linears always get the compute dtype;
+    * `norm_dtype`: what `norm3` gets (None: the fp32 residual stream as is; our own norm
+      computes in fp32 whatever it is fed);
+    * `time_dtype` / `head_dtype`: what the time MLPs / the head get (None: the precise dtype);
+    * `param(p, dtype, device)`: a bare Parameter (the modulations) in that dtype and device;
+    * `patch(module, x, dtype)`: the patch embedding, latent [B, C, F, H, W] -> tokens
+      [B, f*h*w, dim].
+    """
+
+    norm_dtype: torch.dtype | None = None
+    time_dtype: torch.dtype | None = None
+    head_dtype: torch.dtype | None = None
+    param: Callable[[Tensor, torch.dtype, torch.device], Tensor] = _own_param
+    patch: Callable[[nn.Module, Tensor, torch.dtype], Tensor] | None = None
+
+    def norm(self, module: nn.Module, x: Tensor) -> Tensor:
+        return module(x if self.norm_dtype is None else x.to(self.norm_dtype))
+
+    def embed(self, module: nn.Module, x: Tensor, dtype: torch.dtype) -> Tensor:
+        if self.patch is None:
+            return module(x.to(dtype))
+        return self.patch(module, x, dtype)
+
+
+OWN_LAYERS = LayerSeam()
+
+
+def live_kv(attn: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Un-roped keys (after norm_k) and values of x: [B, L, dim] -> 2 x [B, L, dim]."""
+    return attn.norm_k(attn.k(x)).to(x.dtype), attn.v(x)
+
+
+def self_attention(
+    attn: nn.Module,
+    x: Tensor,
+    k_live: Tensor,
+    v_live: Tensor,
+    cached: Sequence[tuple[Tensor, Tensor]],
+    rope: RopeTable,
+    attend: AttentionFn,
+    frame_mask: Tensor | None = None,
+    probe=None,
+) -> Tensor:
+    """x: [B, F*N, dim] live tokens (compute dtype); k_live/v_live from `live_kv`; cached:
+    per segment (k, v) [B, F_s, N, dim]; rope covers cached frames then live frames."""
+    b, n_live, d = x.shape
+    h = attn.num_heads
+    f_live = rope.num_frames - sum(k.shape[1] for k, _ in cached)
+    n_tok = n_live // f_live
+    q = attn.norm_q(attn.q(x)).reshape(b, f_live, n_tok, h, d // h)
+    q = rope.frames(rope.num_frames - f_live, rope.num_frames).apply(q, x.dtype)
+    k_all = _cat_frames([k for k, _ in cached] + [k_live.reshape(b, f_live, n_tok, d)])
+    v_all = _cat_frames([v for _, v in cached] + [v_live.reshape(b, f_live, n_tok, d)])
+    k_all = rope.apply(k_all.unflatten(-1, (h, d // h)), x.dtype)
+    q, k_all, v_all = q.flatten(1, 2), k_all.flatten(1, 2), v_all.flatten(1, 2)
+    if probe is not None:  # analysis hook: roped queries/keys [B, L, H, d] of this layer
+        probe(q, k_all)
+    if frame_mask is None:
+        out = attend(q, k_all, v_all.unflatten(-1, (h, -1)))
+    else:
+        out = sdpa(q, k_all, v_all.unflatten(-1, (h, -1)), token_mask(frame_mask, n_tok))
+    return attn.o(out.flatten(2).to(x.dtype))
+
+
+def context_kv(attn: nn.Module, context: Tensor) -> tuple[Tensor, Tensor]:
+    """context: [B, text_len, dim] embedded text -> (k, v) [B, text_len, dim]."""
+    return attn.norm_k(attn.k(context)).to(context.dtype), attn.v(context)
+
+
+def cross_attention(attn: nn.Module, x: Tensor, k: Tensor, v: Tensor, attend: AttentionFn):
+    h = attn.num_heads
+    q = attn.norm_q(attn.q(x)).to(x.dtype).unflatten(-1, (h, -1))
+    out = attend(q, k.unflatten(-1, (h, -1)), v.unflatten(-1, (h, -1)))
+    return attn.o(out.flatten(2).to(x.dtype))
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor, dtype: torch.dtype, eps: float) -> Tensor:
+    """LN(x)*(1+scale)+shift per frame. x: [B, F*N, dim]; shift/scale: [B, F, 1, dim]."""
+    b, _, d = x.shape
+    y = layer_norm(x, eps).reshape(b, shift.shape[1], -1, d)
+    return torch.addcmul(shift, y, 1 + scale).reshape(b, -1, d).to(dtype)
+
+
+def gated(x: Tensor, y: Tensor, gate: Tensor) -> Tensor:
+    """x + y*gate per frame, in x's (precise) dtype."""
+    b, _, d = x.shape
+    y = y.to(x.dtype).reshape(b, gate.shape[1], -1, d)
+    return torch.addcmul(x.reshape(b, gate.shape[1], -1, d), y, gate).reshape(b, -1, d)
+
+
+def block_step(
+    blk: nn.Module,
+    seam: LayerSeam,
+    eps: float,
+    tokens: Tensor,
+    e0: Tensor,
+    compute_dtype: torch.dtype,
+    rope: RopeTable | None = None,
+    cross_k: Tensor | None = None,
+    cross_v: Tensor | None = None,
+    cached: Sequence[tuple[Tensor, Tensor]] = (),
+    attend: AttentionFn | None = None,
+    mask: Tensor | None = None,
+    probe=None,
+    full: bool = True,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One transformer block of the tree `blk` (official layer names). tokens: [B, F*N, dim]
+    residual stream (precise dtype); e0: [B, F, 6, 1, dim] time projection. Returns (tokens,
+    k_live, v_live); with `full=False` only the live K/V are computed (the cache-write pass
+    skips the rest of the last block)."""
+    cdt = compute_dtype
+    modulation = seam.param(blk.modulation, tokens.dtype, tokens.device)
+    mod = (modulation[:, None, :, None, :] + e0).unbind(2)
+    y = modulate(tokens, mod[0], mod[1], cdt, eps)
+    k_live, v_live = live_kv(blk.self_attn, y)
+    if not full:
+        return tokens, k_live, v_live
+    y = self_attention(blk.self_attn, y, k_live, v_live, cached, rope, attend, mask, probe)
+    tokens = gated(tokens, y, mod[2])
+    y = cross_attention(
+        blk.cross_attn, seam.norm(blk.norm3, tokens).to(cdt), cross_k, cross_v, attend
+    )
+    tokens = tokens + y.to(tokens.dtype)
+    y = blk.ffn(modulate(tokens, mod[3], mod[4], cdt, eps))
+    tokens = gated(tokens, y, mod[5])
+    return tokens, k_live, v_live
+
+
 class SelfAttention(nn.Module):
     def __init__(self, cfg: WanConfig):
         super().__init__()
@@ -165,39 +309,9 @@ class SelfAttention(nn.Module):
         self.norm_k = RMSNorm(d, cfg.eps)
 
     def live_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Un-roped keys (after norm_k) and values of x: [B, L, dim] -> 2 x [B, L, dim]."""
-        return self.norm_k(self.k(x)).to(x.dtype), self.v(x)
+        return live_kv(self, x)
 
-    def forward(
-        self,
-        x: Tensor,
-        k_live: Tensor,
-        v_live: Tensor,
-        cached: Sequence[tuple[Tensor, Tensor]],
-        rope: RopeTable,
-        attend: AttentionFn,
-        frame_mask: Tensor | None = None,
-        probe=None,
-    ) -> Tensor:
-        """x: [B, F*N, dim] live tokens (compute dtype); k_live/v_live from `live_kv`; cached:
-        per segment (k, v) [B, F_s, N, dim]; rope covers cached frames then live frames."""
-        b, n_live, d = x.shape
-        h = self.num_heads
-        f_live = rope.num_frames - sum(k.shape[1] for k, _ in cached)
-        n_tok = n_live // f_live
-        q = self.norm_q(self.q(x)).reshape(b, f_live, n_tok, h, d // h)
-        q = rope.frames(rope.num_frames - f_live, rope.num_frames).apply(q, x.dtype)
-        k_all = _cat_frames([k for k, _ in cached] + [k_live.reshape(b, f_live, n_tok, d)])
-        v_all = _cat_frames([v for _, v in cached] + [v_live.reshape(b, f_live, n_tok, d)])
-        k_all = rope.apply(k_all.unflatten(-1, (h, d // h)), x.dtype)
-        q, k_all, v_all = q.flatten(1, 2), k_all.flatten(1, 2), v_all.flatten(1, 2)
-        if probe is not None:  # analysis hook: roped queries/keys [B, L, H, d] of this layer
-            probe(q, k_all)
-        if frame_mask is None:
-            out = attend(q, k_all, v_all.unflatten(-1, (h, -1)))
-        else:
-            out = sdpa(q, k_all, v_all.unflatten(-1, (h, -1)), token_mask(frame_mask, n_tok))
-        return self.o(out.flatten(2))
+    forward = self_attention
 
 
 class CrossAttention(nn.Module):
@@ -210,17 +324,15 @@ class CrossAttention(nn.Module):
         self.norm_k = RMSNorm(d, cfg.eps)
 
     def context_kv(self, context: Tensor) -> tuple[Tensor, Tensor]:
-        """context: [B, text_len, dim] embedded text -> (k, v) [B, text_len, dim]."""
-        return self.norm_k(self.k(context)).to(context.dtype), self.v(context)
+        return context_kv(self, context)
 
-    def forward(self, x: Tensor, k: Tensor, v: Tensor, attend: AttentionFn) -> Tensor:
-        h = self.num_heads
-        q = self.norm_q(self.q(x)).to(x.dtype).unflatten(-1, (h, -1))
-        out = attend(q, k.unflatten(-1, (h, -1)), v.unflatten(-1, (h, -1)))
-        return self.o(out.flatten(2))
+    forward = cross_attention
 
 
 class Block(nn.Module):
+    """Our own block: its layers, with `block_step` as its forward (a module, so activation
+    checkpointing, torch.compile and FSDP can wrap it)."""
+
     def __init__(self, cfg: WanConfig):
         super().__init__()
         self.eps = cfg.eps
@@ -232,55 +344,261 @@ class Block(nn.Module):
         )
         self.modulation = nn.Parameter(torch.empty(1, 6, cfg.dim))
 
-    def modulate(self, x: Tensor, shift: Tensor, scale: Tensor, dtype: torch.dtype) -> Tensor:
-        """LN(x)*(1+scale)+shift per frame. x: [B, F*N, dim]; shift/scale: [B, F, 1, dim]."""
-        b, _, d = x.shape
-        y = layer_norm(x, self.eps).reshape(b, shift.shape[1], -1, d)
-        return torch.addcmul(shift, y, 1 + scale).reshape(b, -1, d).to(dtype)
-
-    def gated(self, x: Tensor, y: Tensor, gate: Tensor) -> Tensor:
-        """x + y*gate per frame, in x's (precise) dtype."""
-        b, _, d = x.shape
-        y = y.to(x.dtype).reshape(b, gate.shape[1], -1, d)
-        return torch.addcmul(x.reshape(b, gate.shape[1], -1, d), y, gate).reshape(b, -1, d)
-
-    def forward(
-        self,
-        tokens: Tensor,
-        e0: Tensor,
-        compute_dtype: torch.dtype,
-        rope: RopeTable | None = None,
-        cross_k: Tensor | None = None,
-        cross_v: Tensor | None = None,
-        cached: Sequence[tuple[Tensor, Tensor]] = (),
-        attend: AttentionFn | None = None,
-        mask: Tensor | None = None,
-        probe=None,
-        full: bool = True,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """One block. tokens: [B, F*N, dim] residual stream (precise dtype); e0: [B, F, 6, 1,
-        dim] time projection. Returns (tokens, k_live, v_live); with `full=False` only the live
-        K/V are computed (the cache-write pass skips the rest of the last block)."""
-        cdt = compute_dtype
-        mod = (self.modulation.to(tokens.dtype)[:, None, :, None, :] + e0).unbind(2)
-        y = self.modulate(tokens, mod[0], mod[1], cdt)
-        k_live, v_live = self.self_attn.live_kv(y)
-        if not full:
-            return tokens, k_live, v_live
-        y = self.self_attn(y, k_live, v_live, cached, rope, attend, mask, probe)
-        tokens = self.gated(tokens, y, mod[2])
-        y = self.cross_attn(self.norm3(tokens).to(cdt), cross_k, cross_v, attend)
-        tokens = tokens + y.to(tokens.dtype)
-        y = self.ffn(self.modulate(tokens, mod[3], mod[4], cdt))
-        tokens = self.gated(tokens, y, mod[5])
-        return tokens, k_live, v_live
+    def forward(self, tokens: Tensor, e0: Tensor, *args, **kwargs):
+        return block_step(self, OWN_LAYERS, self.eps, tokens, e0, *args, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------
 # the model
 
 
-class CausalWanDiT(nn.Module):
+class WanStreamForward:
+    """The streaming DiT math (prompt K/V, the forward over live frames and cached K/V, the
+    cache-write pass), over the module tree `self.layers` reached through `self.seam`. A
+    subclass provides: `config`, `compute_dtype`, `precise_dtype`, `device`, `layers`, `seam`,
+    `_attend`, `gradient_checkpointing`, and `_block(blk)` (the callable that runs block
+    `blk`: the module itself for our own blocks)."""
+
+    seam: LayerSeam = OWN_LAYERS
+    gradient_checkpointing: bool = False
+
+    def _block(self, blk: nn.Module):
+        return blk
+
+    # -- prompt ----------------------------------------------------------------------------------
+
+    def encode_context(self, context: Tensor) -> CrossKV:
+        """context: [B, L, text_dim] text-encoder rows (L <= text_len real rows; zero-padded here
+        to text_len as the official code does) -> per-layer cross-attention K/V."""
+        return self._encode_context(context)
+
+    def _encode_context(self, context: Tensor) -> CrossKV:
+        # the body of `encode_context`, called from inside `forward` (a wrapper such as FSDP
+        # may hook the public method; a nested call must not re-enter the hook)
+        cfg = self.config
+        if context.ndim != 3 or context.shape[-1] != cfg.text_dim:
+            raise ValueError(
+                f"text conditioning must be [batch, tokens, {cfg.text_dim}] (umT5-XXL rows for "
+                f"Wan), got {list(context.shape)}"
+            )
+        if context.shape[1] > cfg.text_len:
+            raise ValueError(
+                f"text conditioning has {context.shape[1]} rows; the model takes at most "
+                f"{cfg.text_len} (trim trailing padding rows)"
+            )
+        dtype = self.compute_dtype
+        padded = F.pad(context.to(dtype), (0, 0, 0, cfg.text_len - context.shape[1]))
+        net = self.layers
+        emb = net.text_embedding(padded)
+        ks, vs = zip(*(context_kv(blk.cross_attn, emb) for blk in net.blocks))
+        return CrossKV(torch.stack(ks), torch.stack(vs))
+
+    # -- forward ---------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        x: Tensor,
+        t: Tensor | float,
+        context: Tensor | CrossKV,
+        *,
+        positions: Sequence[float] | Tensor | None = None,
+        cache: Sequence[KVSegment] = (),
+        return_kv: bool = False,
+        attn_mask: Tensor | None = None,
+        probe=None,
+    ) -> Tensor | tuple[Tensor, KVSegment]:
+        """Predict the flow velocity (noise - x0) of the live frames.
+
+        x: [B, 16, F, H, W] normalised latent of the live frames.
+        t: timestep(s) in [0, 1000]: scalar, [B] or per frame [B, F].
+        context: [B, L, text_dim] text rows, or `encode_context(...)` output.
+        positions: [F] temporal RoPE positions of the live frames (default: right after the
+            cached frames, i.e. n_cached .. n_cached+F-1).
+        cache: K/V segments the live tokens attend to besides themselves.
+        return_kv: also return the live frames' un-roped K/V as a `KVSegment`.
+        attn_mask: optional frame-level boolean mask [F, F_keys] (True = may attend), keys
+            ordered as the cache segments then the live frames; e.g. a block-causal mask for
+            a whole sequence in one call. Masked calls use SDPA.
+        probe: optional callable(layer, q, k) receiving every layer's roped self-attention
+            queries [B, L, H, d] and keys [B, L_keys, H, d] (keys ordered as `attn_mask`), for
+            attention analysis; it must not modify them.
+        Returns velocity [B, 16, F, H, W] (precise dtype), and the segment if asked.
+        """
+        out, kv = self._run(
+            x,
+            t,
+            context,
+            positions,
+            cache,
+            want_output=True,
+            want_kv=return_kv,
+            mask=attn_mask,
+            probe=probe,
+        )
+        return (out, kv) if return_kv else out
+
+    def cache_kv(
+        self,
+        x: Tensor,
+        context: Tensor | CrossKV,
+        *,
+        t: Tensor | float = 0.0,
+        positions: Sequence[float] | Tensor | None = None,
+        cache: Sequence[KVSegment] = (),
+    ) -> KVSegment:
+        """The live frames' K/V only (the cache-write pass at t = 0); the head and the last
+        block's attention and FFN, whose results nobody reads, are skipped."""
+        return self._run(x, t, context, positions, cache, want_output=False, want_kv=True)[1]
+
+    def _run(self, x, t, context, positions, cache, *, want_output, want_kv, mask=None, probe=None):
+        cfg = self.config
+        net, seam = self.layers, self.seam
+        cdt, pdt = self.compute_dtype, self.precise_dtype
+        b, grid = self._check_input(x)
+        x = x.to(self.device)  # inputs and caches may live elsewhere (e.g. offloaded by a host)
+        f, h, w = grid
+        n_tok = h * w
+        n_cached = sum(seg.num_frames for seg in cache)
+        for seg in cache:
+            self._check_segment(seg, b, n_tok)
+
+        live_pos = (
+            torch.arange(n_cached, n_cached + f, dtype=torch.float64)
+            if positions is None
+            else torch.as_tensor(positions, dtype=torch.float64).reshape(-1).cpu()
+        )
+        if live_pos.numel() != f:
+            raise ValueError(f"{live_pos.numel()} positions given for {f} live frames")
+        if mask is not None and tuple(mask.shape) != (f, n_cached + f):
+            raise ValueError(
+                f"attn_mask must be [live frames, cached + live frames] = [{f}, {n_cached + f}], "
+                f"got {list(mask.shape)}"
+            )
+        all_pos = torch.cat([seg.positions.cpu() for seg in cache] + [live_pos])
+        rope = self._rope_table(all_pos, h, w, x.device)
+
+        tt = self._frame_timesteps(t, b, x.shape[2], x.device)[:, :: cfg.patch_size[0]]
+        sinusoid = timestep_sinusoid(tt.reshape(-1), cfg.freq_dim).to(seam.time_dtype or pdt)
+        e = net.time_embedding(sinusoid)  # [B*f, dim]
+        e0 = net.time_projection(e).reshape(b, f, 6, 1, cfg.dim)
+        e = e.reshape(b, f, 1, cfg.dim)
+
+        cross = context if isinstance(context, CrossKV) else self._encode_context(context)
+        if cross.k.shape[1] not in (1, b):
+            raise ValueError(f"prompt batch {cross.k.shape[1]} does not match latent batch {b}")
+        cross_k = cross.k.to(x.device, cdt).expand(-1, b, -1, -1)
+        cross_v = cross.v.to(x.device, cdt).expand(-1, b, -1, -1)
+
+        tokens = seam.embed(net.patch_embedding, x, cdt).to(pdt)
+        kv_shape = (cfg.num_layers, b, f, n_tok, cfg.dim)
+        k_out = tokens.new_empty(kv_shape, dtype=cdt) if want_kv else None
+        v_out = tokens.new_empty(kv_shape, dtype=cdt) if want_kv else None
+
+        last = len(net.blocks) - 1
+        checkpointing = self.gradient_checkpointing and torch.is_grad_enabled()
+        for i, blk in enumerate(net.blocks):
+            blk = self._block(blk)
+            full = want_output or i < last
+            cached = (
+                [(seg.k[i].to(x.device, cdt), seg.v[i].to(x.device, cdt)) for seg in cache]
+                if full
+                else []
+            )
+            layer_probe = None if probe is None else (lambda q, k, i=i: probe(i, q, k))
+            args = (tokens, e0, cdt, rope, cross_k[i], cross_v[i], cached, self._attend, mask)
+            if checkpointing:  # training: keep only block inputs, recompute in backward
+                tokens, k_live, v_live = checkpoint(
+                    blk, *args, layer_probe, full, use_reentrant=False
+                )
+            else:
+                tokens, k_live, v_live = blk(*args, layer_probe, full)
+            if want_kv:
+                k_out[i] = k_live.reshape(b, f, n_tok, cfg.dim)
+                v_out[i] = v_live.reshape(b, f, n_tok, cfg.dim)
+
+        kv = KVSegment(k_out, v_out, live_pos) if want_kv else None
+        if not want_output:
+            return None, kv
+        head_mod = seam.param(net.head.modulation, pdt, x.device).reshape(1, 1, 2, cfg.dim) + e
+        shift, scale = head_mod[:, :, 0:1], head_mod[:, :, 1:2]
+        y = layer_norm(tokens, cfg.eps).reshape(b, f, n_tok, cfg.dim) * (1 + scale) + shift
+        y = net.head.head(y.to(seam.head_dtype or pdt)).to(pdt)
+        return self._unpatchify(y, grid), kv
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _rope_table(self, positions: Tensor, h: int, w: int, device) -> RopeTable:
+        """The RoPE rotations of these (host) frame positions on `device`, memoised: a stream
+        reads the same few windows over and over (every steady chunk has the same positions),
+        so the table is built and copied to the device once, not in every call."""
+        key = (tuple(positions.tolist()), h, w, str(device))
+        memo = self.__dict__.setdefault("_rope_memo", {})
+        table = memo.pop(key, None)
+        if table is None:
+            angles = rope_angles(positions.to(torch.float64), h, w, self.config.rope_split)
+            table = RopeTable(angles.to(device))
+        memo[key] = table  # most recent last
+        while len(memo) > 8:
+            memo.pop(next(iter(memo)))
+        return table
+
+    def _check_input(self, x: Tensor) -> tuple[int, tuple[int, int, int]]:
+        cfg = self.config
+        if x.ndim != 5 or x.shape[1] != cfg.in_dim:
+            raise ValueError(
+                f"latent must be [batch, {cfg.in_dim}, frames, height, width], got {list(x.shape)}"
+            )
+        dims = x.shape[2:]
+        if any(s % p for s, p in zip(dims, cfg.patch_size)):
+            raise ValueError(
+                f"latent frames/height/width {tuple(dims)} must be multiples of the patch "
+                f"{cfg.patch_size} (video height and width multiples of 16)"
+            )
+        return x.shape[0], tuple(s // p for s, p in zip(dims, cfg.patch_size))  # type: ignore[return-value]
+
+    def _check_segment(self, seg: KVSegment, batch: int, n_tok: int) -> None:
+        cfg = self.config
+        want = (cfg.num_layers, batch, seg.num_frames, n_tok, cfg.dim)
+        if tuple(seg.k.shape) != want or tuple(seg.v.shape) != want:
+            raise ValueError(
+                f"cached K/V has shape {list(seg.k.shape)}, expected {list(want)} "
+                "[layers, batch, frames, tokens per frame, dim]: it was made at another "
+                "resolution, batch size or by another model"
+            )
+        if seg.positions.numel() != seg.num_frames:
+            raise ValueError(
+                f"cached K/V of {seg.num_frames} frames carries {seg.positions.numel()} positions"
+            )
+
+    @staticmethod
+    def _frame_timesteps(t: Tensor | float, batch: int, frames: int, device) -> Tensor:
+        tt = (
+            t.to(device)
+            if isinstance(t, Tensor)
+            else torch.full((), float(t), dtype=torch.float64, device=device)  # no H2D copy
+        )
+        if tt.ndim == 0:
+            tt = tt.reshape(1, 1)
+        elif tt.ndim == 1:
+            tt = tt[:, None]
+        if tt.ndim != 2 or tt.shape[0] not in (1, batch) or tt.shape[1] not in (1, frames):
+            raise ValueError(
+                f"timestep must be a scalar, [batch] or [batch, frames] = [{batch}, {frames}], "
+                f"got shape {list(torch.as_tensor(t).shape)}"
+            )
+        return tt.expand(batch, frames)
+
+    def _unpatchify(self, y: Tensor, grid: tuple[int, int, int]) -> Tensor:
+        """y: [B, f, h*w, pt*ph*pw*c] (c fastest) -> [B, c, f*pt, h*ph, w*pw]."""
+        cfg = self.config
+        f, h, w = grid
+        pt, ph, pw = cfg.patch_size
+        y = y.reshape(y.shape[0], f, h, w, pt, ph, pw, cfg.out_dim)
+        y = y.permute(0, 7, 1, 4, 2, 5, 3, 6)
+        return y.reshape(y.shape[0], cfg.out_dim, f * pt, h * ph, w * pw)
+
+
+class CausalWanDiT(WanStreamForward, nn.Module):
     """Wan2.1 DiT with per-frame timesteps and external, un-roped K/V caches.
 
     Parameter names are the official ones, so `state_dict()` is a canonical checkpoint.
@@ -359,234 +677,9 @@ class CausalWanDiT(nn.Module):
     def device(self) -> torch.device:
         return self.head.modulation.device
 
-    # -- prompt ----------------------------------------------------------------------------------
-
-    def encode_context(self, context: Tensor) -> CrossKV:
-        """context: [B, L, text_dim] text-encoder rows (L <= text_len real rows; zero-padded here
-        to text_len as the official code does) -> per-layer cross-attention K/V."""
-        return self._encode_context(context)
-
-    def _encode_context(self, context: Tensor) -> CrossKV:
-        # the body of `encode_context`, called from inside `forward` (a wrapper such as FSDP
-        # may hook the public method; a nested call must not re-enter the hook)
-        cfg = self.config
-        if context.ndim != 3 or context.shape[-1] != cfg.text_dim:
-            raise ValueError(
-                f"text conditioning must be [batch, tokens, {cfg.text_dim}] (umT5-XXL rows for "
-                f"Wan), got {list(context.shape)}"
-            )
-        if context.shape[1] > cfg.text_len:
-            raise ValueError(
-                f"text conditioning has {context.shape[1]} rows; the model takes at most "
-                f"{cfg.text_len} (trim trailing padding rows)"
-            )
-        dtype = self.compute_dtype
-        padded = F.pad(context.to(dtype), (0, 0, 0, cfg.text_len - context.shape[1]))
-        emb = self.text_embedding(padded)
-        ks, vs = zip(*(blk.cross_attn.context_kv(emb) for blk in self.blocks))
-        return CrossKV(torch.stack(ks), torch.stack(vs))
-
-    # -- forward ---------------------------------------------------------------------------------
-
-    def forward(
-        self,
-        x: Tensor,
-        t: Tensor | float,
-        context: Tensor | CrossKV,
-        *,
-        positions: Sequence[float] | Tensor | None = None,
-        cache: Sequence[KVSegment] = (),
-        return_kv: bool = False,
-        attn_mask: Tensor | None = None,
-        probe=None,
-    ) -> Tensor | tuple[Tensor, KVSegment]:
-        """Predict the flow velocity (noise - x0) of the live frames.
-
-        x: [B, 16, F, H, W] normalised latent of the live frames.
-        t: timestep(s) in [0, 1000]: scalar, [B] or per frame [B, F].
-        context: [B, L, text_dim] text rows, or `encode_context(...)` output.
-        positions: [F] temporal RoPE positions of the live frames (default: right after the
-            cached frames, i.e. n_cached .. n_cached+F-1).
-        cache: K/V segments the live tokens attend to besides themselves.
-        return_kv: also return the live frames' un-roped K/V as a `KVSegment`.
-        attn_mask: optional frame-level boolean mask [F, F_keys] (True = may attend), keys
-            ordered as the cache segments then the live frames; e.g. a block-causal mask for
-            a whole sequence in one call. Masked calls use SDPA.
-        probe: optional callable(layer, q, k) receiving every layer's roped self-attention
-            queries [B, L, H, d] and keys [B, L_keys, H, d] (keys ordered as `attn_mask`), for
-            attention analysis; it must not modify them.
-        Returns velocity [B, 16, F, H, W] (precise dtype), and the segment if asked.
-        """
-        out, kv = self._run(
-            x,
-            t,
-            context,
-            positions,
-            cache,
-            want_output=True,
-            want_kv=return_kv,
-            mask=attn_mask,
-            probe=probe,
-        )
-        return (out, kv) if return_kv else out
-
-    def cache_kv(
-        self,
-        x: Tensor,
-        context: Tensor | CrossKV,
-        *,
-        t: Tensor | float = 0.0,
-        positions: Sequence[float] | Tensor | None = None,
-        cache: Sequence[KVSegment] = (),
-    ) -> KVSegment:
-        """The live frames' K/V only (the cache-write pass at t = 0); the head and the last
-        block's attention and FFN, whose results nobody reads, are skipped."""
-        return self._run(x, t, context, positions, cache, want_output=False, want_kv=True)[1]
-
-    def _run(self, x, t, context, positions, cache, *, want_output, want_kv, mask=None, probe=None):
-        cfg = self.config
-        cdt, pdt = self.compute_dtype, self.precise_dtype
-        b, grid = self._check_input(x)
-        x = x.to(self.device)  # inputs and caches may live elsewhere (e.g. offloaded by a host)
-        f, h, w = grid
-        n_tok = h * w
-        n_cached = sum(seg.num_frames for seg in cache)
-        for seg in cache:
-            self._check_segment(seg, b, n_tok)
-
-        live_pos = (
-            torch.arange(n_cached, n_cached + f, dtype=torch.float64)
-            if positions is None
-            else torch.as_tensor(positions, dtype=torch.float64).reshape(-1).cpu()
-        )
-        if live_pos.numel() != f:
-            raise ValueError(f"{live_pos.numel()} positions given for {f} live frames")
-        if mask is not None and tuple(mask.shape) != (f, n_cached + f):
-            raise ValueError(
-                f"attn_mask must be [live frames, cached + live frames] = [{f}, {n_cached + f}], "
-                f"got {list(mask.shape)}"
-            )
-        all_pos = torch.cat([seg.positions.cpu() for seg in cache] + [live_pos])
-        rope = self._rope_table(all_pos, h, w, x.device)
-
-        tt = self._frame_timesteps(t, b, x.shape[2], x.device)[:, :: cfg.patch_size[0]]
-        sinusoid = timestep_sinusoid(tt.reshape(-1), cfg.freq_dim).to(pdt)
-        e = self.time_embedding(sinusoid)  # [B*f, dim]
-        e0 = self.time_projection(e).reshape(b, f, 6, 1, cfg.dim)
-        e = e.reshape(b, f, 1, cfg.dim)
-
-        cross = context if isinstance(context, CrossKV) else self._encode_context(context)
-        if cross.k.shape[1] not in (1, b):
-            raise ValueError(f"prompt batch {cross.k.shape[1]} does not match latent batch {b}")
-        cross_k = cross.k.to(x.device, cdt).expand(-1, b, -1, -1)
-        cross_v = cross.v.to(x.device, cdt).expand(-1, b, -1, -1)
-
-        tokens = self.patch_embedding(x.to(cdt)).to(pdt)
-        kv_shape = (cfg.num_layers, b, f, n_tok, cfg.dim)
-        k_out = tokens.new_empty(kv_shape, dtype=cdt) if want_kv else None
-        v_out = tokens.new_empty(kv_shape, dtype=cdt) if want_kv else None
-
-        last = len(self.blocks) - 1
-        checkpointing = self.gradient_checkpointing and torch.is_grad_enabled()
-        for i, blk in enumerate(self.blocks):
-            full = want_output or i < last
-            cached = (
-                [(seg.k[i].to(x.device, cdt), seg.v[i].to(x.device, cdt)) for seg in cache]
-                if full
-                else []
-            )
-            layer_probe = None if probe is None else (lambda q, k, i=i: probe(i, q, k))
-            args = (tokens, e0, cdt, rope, cross_k[i], cross_v[i], cached, self._attend, mask)
-            if checkpointing:  # training: keep only block inputs, recompute in backward
-                tokens, k_live, v_live = checkpoint(
-                    blk, *args, layer_probe, full, use_reentrant=False
-                )
-            else:
-                tokens, k_live, v_live = blk(*args, layer_probe, full)
-            if want_kv:
-                k_out[i] = k_live.reshape(b, f, n_tok, cfg.dim)
-                v_out[i] = v_live.reshape(b, f, n_tok, cfg.dim)
-
-        kv = KVSegment(k_out, v_out, live_pos) if want_kv else None
-        if not want_output:
-            return None, kv
-        head_mod = self.head.modulation.to(pdt).reshape(1, 1, 2, cfg.dim) + e  # [B, f, 2, dim]
-        shift, scale = head_mod[:, :, 0:1], head_mod[:, :, 1:2]
-        y = layer_norm(tokens, cfg.eps).reshape(b, f, n_tok, cfg.dim) * (1 + scale) + shift
-        y = self.head.head(y.to(pdt))
-        return self._unpatchify(y, grid), kv
-
-    # -- helpers ---------------------------------------------------------------------------------
-
-    def _rope_table(self, positions: Tensor, h: int, w: int, device) -> RopeTable:
-        """The RoPE rotations of these (host) frame positions on `device`, memoised: a stream
-        reads the same few windows over and over (every steady chunk has the same positions),
-        so the table is built and copied to the device once, not in every call."""
-        key = (tuple(positions.tolist()), h, w, str(device))
-        memo = self.__dict__.setdefault("_rope_memo", {})
-        table = memo.pop(key, None)
-        if table is None:
-            angles = rope_angles(positions.to(torch.float64), h, w, self.config.rope_split)
-            table = RopeTable(angles.to(device))
-        memo[key] = table  # most recent last
-        while len(memo) > 8:
-            memo.pop(next(iter(memo)))
-        return table
-
-    def _check_input(self, x: Tensor) -> tuple[int, tuple[int, int, int]]:
-        cfg = self.config
-        if x.ndim != 5 or x.shape[1] != cfg.in_dim:
-            raise ValueError(
-                f"latent must be [batch, {cfg.in_dim}, frames, height, width], got {list(x.shape)}"
-            )
-        dims = x.shape[2:]
-        if any(s % p for s, p in zip(dims, cfg.patch_size)):
-            raise ValueError(
-                f"latent frames/height/width {tuple(dims)} must be multiples of the patch "
-                f"{cfg.patch_size} (video height and width multiples of 16)"
-            )
-        return x.shape[0], tuple(s // p for s, p in zip(dims, cfg.patch_size))  # type: ignore[return-value]
-
-    def _check_segment(self, seg: KVSegment, batch: int, n_tok: int) -> None:
-        cfg = self.config
-        want = (cfg.num_layers, batch, seg.num_frames, n_tok, cfg.dim)
-        if tuple(seg.k.shape) != want or tuple(seg.v.shape) != want:
-            raise ValueError(
-                f"cached K/V has shape {list(seg.k.shape)}, expected {list(want)} "
-                "[layers, batch, frames, tokens per frame, dim]: it was made at another "
-                "resolution, batch size or by another model"
-            )
-        if seg.positions.numel() != seg.num_frames:
-            raise ValueError(
-                f"cached K/V of {seg.num_frames} frames carries {seg.positions.numel()} positions"
-            )
-
-    @staticmethod
-    def _frame_timesteps(t: Tensor | float, batch: int, frames: int, device) -> Tensor:
-        tt = (
-            t.to(device)
-            if isinstance(t, Tensor)
-            else torch.full((), float(t), dtype=torch.float64, device=device)  # no H2D copy
-        )
-        if tt.ndim == 0:
-            tt = tt.reshape(1, 1)
-        elif tt.ndim == 1:
-            tt = tt[:, None]
-        if tt.ndim != 2 or tt.shape[0] not in (1, batch) or tt.shape[1] not in (1, frames):
-            raise ValueError(
-                f"timestep must be a scalar, [batch] or [batch, frames] = [{batch}, {frames}], "
-                f"got shape {list(torch.as_tensor(t).shape)}"
-            )
-        return tt.expand(batch, frames)
-
-    def _unpatchify(self, y: Tensor, grid: tuple[int, int, int]) -> Tensor:
-        """y: [B, f, h*w, pt*ph*pw*c] (c fastest) -> [B, c, f*pt, h*ph, w*pw]."""
-        cfg = self.config
-        f, h, w = grid
-        pt, ph, pw = cfg.patch_size
-        y = y.reshape(y.shape[0], f, h, w, pt, ph, pw, cfg.out_dim)
-        y = y.permute(0, 7, 1, 4, 2, 5, 3, 6)
-        return y.reshape(y.shape[0], cfg.out_dim, f * pt, h * ph, w * pw)
+    @property
+    def layers(self) -> CausalWanDiT:
+        return self
 
 
 def timestep_sinusoid(t: Tensor, dim: int) -> Tensor:
