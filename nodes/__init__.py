@@ -13,7 +13,7 @@ if importlib.util.find_spec("adastate_core") is None:  # the pack folder, not pi
 from .analysis_nodes import AttentionProbe  # noqa: E402
 from .decode_nodes import Decode, DecodeState  # noqa: E402
 from .generate_node import Generate  # noqa: E402
-from .loader_nodes import LoadModel  # noqa: E402
+from .loader_nodes import LoadModel, NativeModel  # noqa: E402
 from .stream_nodes import DenoiseChunk, InitCache, PromptScheduleNode, UpdateState  # noqa: E402
 from .video_nodes import VideoCombine  # noqa: E402
 
@@ -28,6 +28,7 @@ _NODES = (
     ("AdaState_PromptSchedule", PromptScheduleNode, "AdaState Prompt Schedule"),
     ("AdaState_DecodeState", DecodeState, "AdaState Decode Hidden State"),
     ("AdaState_AttentionProbe", AttentionProbe, "AdaState Attention Probe"),
+    ("AdaState_NativeModel", NativeModel, "AdaState from MODEL"),
 )
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {node_id: cls for node_id, cls, _ in _NODES}

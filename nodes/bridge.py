@@ -70,6 +70,118 @@ def load_model(model: Any, memory_required: int = 0) -> None:
     mm.load_models_gpu([model.patcher], memory_required=int(memory_required))
 
 
+# -- ComfyUI's own MODEL as the stream's DiT -----------------------------------------------------
+
+# ComfyUI's Wan classes that are not plain text-to-video (comfy/ldm/wan/*.py)
+WAN_VARIANTS = {
+    "VaceWanModel": "a Wan2.1 VACE model (video editing / reference conditioning)",
+    "CameraWanModel": "a camera-controlled Wan model (Fun Camera)",
+    "WanModel_S2V": "a Wan2.2 speech-to-video model",
+    "HumoWanModel": "a HuMo (human-centric, audio/reference) Wan model",
+    "AnimateWanModel": "a Wan2.2 Animate model",
+    "SCAILWanModel": "a SCAIL pose-conditioned Wan model",
+    "SCAIL2WanModel": "a SCAIL pose-conditioned Wan model",
+    "MultiTalkWanModel": "a MultiTalk (audio-driven) Wan model",
+}
+T2V_HINT = (
+    "Connect a Wan2.1 text-to-video model (e.g. Load Diffusion Model with "
+    "wan2.1_t2v_1.3B_fp16.safetensors, a causal Self-Forcing/AdaState repack, or a GGUF of it)."
+)
+
+
+def native_dit(model: Any, attention: str = "comfy") -> Any:
+    """Our stream's DiT over the layers of a ComfyUI MODEL (from any loader, after LoRA and
+    patch nodes, fully or partially loaded): an `ExternalWanDiT` whose layers are the MODEL's
+    own modules, fed the dtype ComfyUI computes the model in, its bare parameters read with
+    ComfyUI's `cast_to`, attention optionally through ComfyUI's own attention function.
+    ComfyUI's WanModel and CausalWanModel qualify, and any tree with their layer names and
+    Wan2.1 T2V shapes; known Wan variants and other families raise ValueError (what the MODEL
+    is and what to connect)."""
+    import comfy.model_management as mm
+
+    from adastate_core.errors import CheckpointError
+    from adastate_core.model.external import ExternalWanDiT, check_t2v_tree
+
+    base = getattr(model, "model", None)
+    layers = getattr(base, "diffusion_model", None)
+    if base is None or layers is None or not hasattr(model, "load_device"):
+        raise ValueError(
+            f"expected a MODEL from a ComfyUI loader, got {type(model).__name__}. {T2V_HINT}"
+        )
+    name = type(layers).__name__
+    if name in WAN_VARIANTS:
+        raise ValueError(
+            f"the connected MODEL is {WAN_VARIANTS[name]}, not Wan2.1 text-to-video. {T2V_HINT}"
+        )
+    model_type = getattr(layers, "model_type", "t2v")
+    if model_type != "t2v":
+        raise ValueError(
+            f"the connected MODEL is a Wan {model_type} model (image-to-video / first-last-frame), "
+            f"not text-to-video. {T2V_HINT}"
+        )
+    if getattr(layers, "ref_conv", None) is not None:
+        raise ValueError(
+            f"the connected MODEL is a Wan Fun reference-image model, not text-to-video. {T2V_HINT}"
+        )
+    latent = type(getattr(base, "latent_format", None)).__name__
+    if latent not in ("Wan21", "NoneType"):
+        raise ValueError(
+            f"the connected MODEL uses the {latent} latent format; AdaState runs Wan2.1 (16-channel "
+            f"Wan2.1 VAE latents). {T2V_HINT}"
+        )
+    try:
+        config = check_t2v_tree(
+            layers,
+            num_heads=getattr(layers, "num_heads", None),
+            text_len=getattr(layers, "text_len", None),
+        )
+    except CheckpointError as err:
+        raise ValueError(f"{err}. {T2V_HINT}") from None
+    dtype = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
+
+    def param(p: torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        return mm.cast_to(p, dtype=dtype, device=device)
+
+    def identity() -> tuple:
+        return (id(base), str(getattr(model, "patches_uuid", "")))
+
+    attend: Any = comfy_attention(model) if attention == "comfy" else attention
+    return ExternalWanDiT(
+        layers,
+        config=config,
+        compute_dtype=dtype,
+        device=torch.device(model.load_device),
+        param=param,
+        attention=attend,
+        identity=identity,
+    )
+
+
+def comfy_attention(model: Any):
+    """Attention through ComfyUI's `optimized_attention`, with the MODEL's transformer options:
+    --use-sage-attention / --use-flash-attention and attention overrides set by patch nodes
+    (e.g. KJNodes' Sage/Flash patches) apply to the stream."""
+    from comfy.ldm.modules import attention as comfy_attn
+
+    options = (getattr(model, "model_options", None) or {}).get("transformer_options", {})
+
+    def comfy(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        heads, dim = q.shape[2], q.shape[3]
+        out = comfy_attn.optimized_attention(
+            q.flatten(2), k.flatten(2), v.flatten(2), heads, transformer_options=options
+        )
+        return out.unflatten(-1, (heads, dim))
+
+    return comfy
+
+
+def is_native(model: Any) -> bool:
+    """Whether an ADASTATE_MODEL runs on a ComfyUI MODEL's own layers."""
+    from adastate_core.model.external import ExternalWanDiT
+
+    return isinstance(getattr(model, "dit", None), ExternalWanDiT)
+
+
 def check_interrupted() -> None:
     """Raise ComfyUI's interrupt exception if the user pressed Cancel."""
     import comfy.model_management as mm

@@ -274,7 +274,8 @@ def use_model(model: AdaStateModel, config: StreamConfig | None = None, extra: i
     """Have ComfyUI load the DiT onto the compute device; -> the DiT."""
     if not isinstance(model, AdaStateModel):
         raise NodeInputError(
-            f"model must come from Load AdaState Model, got {type(model).__name__}"
+            f"model must come from Load AdaState Model or AdaState from MODEL, got "
+            f"{type(model).__name__}"
         )
     need = extra if config is None else memory_estimate(model.dit, config, extra)
     bridge.load_model(model, memory_required=need)

@@ -6,7 +6,7 @@ from adastate_core.model import load_dit
 from adastate_core.model.loader import default_compute_dtype
 
 from . import bridge
-from .common import CATEGORY
+from .common import CATEGORY, NodeInputError
 from .values import AdaStateModel
 
 WEIGHT_DTYPES = ["default", "bf16", "fp16", "fp8_e4m3fn"]
@@ -62,3 +62,49 @@ class LoadModel:
         )
         patcher = bridge.make_patcher(dit)
         return (AdaStateModel(patcher, dit, str(path), weight_dtype, attention),)
+
+
+NATIVE_ATTENTION = ["comfy", "sdpa", "sageattention", "cudnn"]  # new choices only at the end
+
+
+class NativeModel:
+    DESCRIPTION = (
+        "Runs the AdaState stream on a MODEL from ComfyUI's own loaders (Load Diffusion Model, "
+        "Unet Loader (GGUF), ...) after LoRA and patch nodes (LoraLoaderModelOnly, ...). Its "
+        "layers are called as they are (LoRA, GGUF dequantisation and low-VRAM partial "
+        "loading work as in ComfyUI's own sampling); ComfyUI decides how much of it is on "
+        "the GPU. It needs a Wan2.1 text-to-video model, ideally a causal few-step one (a "
+        "Self-Forcing / AdaState repack). Ignored: model wrappers and torch.compile nodes, "
+        "object patches (NAG, Enhance-A-Video), block-replace patches and the MODEL's "
+        "sampling shift (the stream's shift setting rules). Attention overrides (e.g. "
+        "KJNodes' Sage/Flash patches) apply with attention = comfy."
+    )
+    CATEGORY = f"{CATEGORY}/loaders"
+    FUNCTION = "wrap"
+    RETURN_TYPES = ("ADASTATE_MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The MODEL's own Wan layers, driven by the AdaState stream.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (
+                    "MODEL",
+                    {"tooltip": "A Wan2.1 text-to-video MODEL from any loader, after LoRA / patch nodes (e.g. Load Diffusion Model -> LoraLoaderModelOnly). Causal few-step weights (Self-Forcing, AdaState) give good video; the base Wan2.1 T2V model is not distilled for chunk-wise sampling."},
+                ),
+                "attention": (
+                    NATIVE_ATTENTION,
+                    {"default": "comfy", "tooltip": "comfy: ComfyUI's attention (its --use-sage-attention / flash settings and attention patch nodes apply); sdpa: PyTorch; sageattention: SageAttention if installed; cudnn: PyTorch SDPA with cuDNN's kernel first (Hopper GPUs)."},
+                ),
+            }
+        }  # fmt: skip
+
+    def wrap(self, model, attention: str):
+        try:
+            dit = bridge.native_dit(model, attention)
+        except ValueError as err:
+            raise NodeInputError(str(err)) from None
+        label = f"ComfyUI MODEL ({type(dit.layers).__name__}, {dit.config.size_name()})"
+        dtype = str(dit.compute_dtype).replace("torch.", "")
+        return (AdaStateModel(model, dit, label, dtype, attention),)

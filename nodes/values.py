@@ -12,15 +12,19 @@ import torch
 from torch import Tensor
 
 from adastate_core.model import CausalWanDiT, CrossKV
+from adastate_core.model.external import ExternalWanDiT
 from adastate_core.stream import CachedFrames, Chunk, StreamConfig, StreamState
 
 
 @dataclass(frozen=True)
 class AdaStateModel:
-    """ADASTATE_MODEL: our DiT wrapped in a comfy ModelPatcher (the memory manager moves it)."""
+    """ADASTATE_MODEL: the stream's DiT and the comfy ModelPatcher that ComfyUI's memory
+    manager loads: our own DiT in a patcher of ours (Load AdaState Model), or an
+    ExternalWanDiT over a ComfyUI MODEL's layers with that MODEL's patcher (AdaState from
+    MODEL)."""
 
     patcher: Any
-    dit: CausalWanDiT
+    dit: CausalWanDiT | ExternalWanDiT
     file: str
     weight_dtype: str
     attention: str

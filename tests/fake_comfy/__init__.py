@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 MODULES = ("comfy", "comfy.model_management", "comfy.utils", "comfy.model_patcher",
+           "comfy.ldm", "comfy.ldm.modules", "comfy.ldm.modules.attention",
            "folder_paths", "server")  # fmt: skip
 
 
@@ -34,6 +35,7 @@ class FakeHost:
     loads: list = field(default_factory=list)
     interrupted: bool = False
     interrupt_after_chunks: int | None = None
+    attention_calls: list = field(default_factory=list)
 
 
 class ModelPatcher:
@@ -67,6 +69,10 @@ def _model_management(host: FakeHost) -> types.ModuleType:
             host.interrupted = False
             raise InterruptProcessingException()
 
+    def cast_to(weight, dtype=None, device=None, non_blocking=False, copy=False, stream=None):
+        return weight.to(device=device, dtype=dtype, copy=copy)
+
+    mm.cast_to = cast_to
     mm.load_models_gpu = load_models_gpu
     mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
     return mm
@@ -188,6 +194,23 @@ def _server(host: FakeHost) -> types.ModuleType:
     return server
 
 
+def _attention(host: FakeHost) -> types.ModuleType:
+    """comfy.ldm.modules.attention.optimized_attention: q, k, v [B, L, heads*d] -> same; the
+    fake counts its calls and the transformer_options it was given."""
+    attention = types.ModuleType("comfy.ldm.modules.attention")
+
+    def optimized_attention(q, k, v, heads, mask=None, attn_precision=None, skip_reshape=False,
+                            skip_output_reshape=False, **kwargs):  # fmt: skip
+        host.attention_calls.append(kwargs.get("transformer_options"))
+        b, _, inner = q.shape
+        q, k, v = (t.unflatten(-1, (heads, inner // heads)).transpose(1, 2) for t in (q, k, v))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return out.transpose(1, 2).flatten(2)
+
+    attention.optimized_attention = optimized_attention
+    return attention
+
+
 def install(monkeypatch, root: Path) -> FakeHost:
     """Put the fake modules into sys.modules (undone by monkeypatch) -> the recorder."""
     host = FakeHost(root / "models", root / "output", root / "temp")
@@ -202,7 +225,16 @@ def install(monkeypatch, root: Path) -> FakeHost:
     )
     patcher.ModelPatcher = ModelPatcher
     comfy.model_management, comfy.utils, comfy.model_patcher = mm, utils, patcher
+    ldm, ldm_modules, attention = (
+        types.ModuleType("comfy.ldm"),
+        types.ModuleType("comfy.ldm.modules"),
+        _attention(host),
+    )
+    comfy.ldm, ldm.modules, ldm_modules.attention = ldm, ldm_modules, attention
     modules = {
+        "comfy.ldm": ldm,
+        "comfy.ldm.modules": ldm_modules,
+        "comfy.ldm.modules.attention": attention,
         "comfy": comfy,
         "comfy.model_management": mm,
         "comfy.utils": utils,
@@ -249,3 +281,37 @@ class FakeCLIP:
         rows = pseudo_embedding(tokens["text"], self.rows, self.width)
         rows[:, self.real_rows :] = 0
         return [[rows, {"pooled_output": None}]]
+
+
+# -- a native MODEL --------------------------------------------------------------------------------
+
+
+class Wan21:
+    """The name of ComfyUI's Wan2.1 latent format class (what the bridge checks)."""
+
+
+class BaseModel(torch.nn.Module):
+    """comfy.model_base.BaseModel as the bridge sees it: `diffusion_model`, `latent_format`,
+    `manual_cast_dtype`, `get_dtype()`."""
+
+    def __init__(self, diffusion_model, dtype=torch.float32, latent_format=None):
+        super().__init__()
+        self.diffusion_model = diffusion_model
+        self.latent_format = Wan21() if latent_format is None else latent_format
+        self.manual_cast_dtype = None
+        self._dtype = dtype
+
+    def get_dtype(self):
+        return self._dtype
+
+
+def native_model(diffusion_model, dtype=torch.float32, latent_format=None, options=None):
+    """A MODEL (ModelPatcher) around a Wan module tree, as UNETLoader returns it."""
+    import uuid
+
+    patcher = ModelPatcher(
+        BaseModel(diffusion_model, dtype, latent_format), torch.device("cpu"), torch.device("cpu")
+    )
+    patcher.patches_uuid = uuid.uuid4()
+    patcher.model_options = {"transformer_options": dict(options or {})}
+    return patcher
