@@ -181,9 +181,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     from .model.convert import convert_checkpoint
 
-    path = convert_checkpoint(args.source, args.target, dtype=args.dtype)
+    path = convert_checkpoint(args.source, args.target, dtype=args.dtype, causal_ar=args.causal_ar)
     size = path.stat().st_size / 2**30
-    print(f"wrote {path} ({size:.2f} GiB, ComfyUI repack safetensors)")
+    kind = "marked causal_ar: ComfyUI builds its CausalWanModel" if args.causal_ar else ""
+    print(f"wrote {path} ({size:.2f} GiB, ComfyUI repack safetensors{'; ' + kind if kind else ''})")
     return 0
 
 
@@ -363,6 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument(
         "--dtype", choices=["fp32", "fp16", "bf16"], default=None,
         help="dtype of the output (default: the source's; fp16 for fp8 files)",
+    )  # fmt: skip
+    convert.add_argument(
+        "--causal-ar", action="store_true",
+        help="mark the file causal_ar, so ComfyUI's own loader (0.4+) builds its "
+        "CausalWanModel (SamplerARVideo) from it; our nodes read it the same either way",
     )  # fmt: skip
     convert.set_defaults(func=_cmd_convert)
 

@@ -3,6 +3,7 @@ identical tensors; files that are not a usable Wan2.1 T2V DiT get a message sayi
 
 from __future__ import annotations
 
+import json
 import pickle
 import subprocess
 import sys
@@ -409,6 +410,21 @@ def test_cli_convert_self_forcing_pt_to_comfyui_safetensors(tmp_path):
     fp16 = tmp_path / "fp16.safetensors"
     assert _cli("convert", str(out), str(fp16), "--dtype", "fp16").returncode == 0
     assert inspect_checkpoint(fp16).format == "ComfyUI repack safetensors, fp16"
+    with safe_open(str(fp16), "pt") as f:
+        transformer = json.loads(f.metadata()["config"])["transformer"]
+    assert "causal_ar" not in transformer
+    assert transformer["num_heads"] == TINY.num_heads and transformer["text_dim"] == TINY.text_dim
+
+    # causal_ar: ComfyUI's own loader builds its CausalWanModel from it; we read it the same
+    ar = tmp_path / "ar.safetensors"
+    res = _cli("convert", str(pt), str(ar), "--causal-ar")
+    assert res.returncode == 0 and "causal_ar" in res.stdout, res.stderr
+    with safe_open(str(ar), "pt") as f:
+        config = json.loads(f.metadata()["config"])
+    assert config["transformer"]["causal_ar"] is True
+    assert config["transformer"]["freq_dim"] == TINY.freq_dim
+    assert load_dit(ar).config == TINY
+    _same(load_state_dict(ar), load_state_dict(pt))
     bad = _cli("convert", str(pt), str(tmp_path / "x.pt"))
     assert bad.returncode == 2 and ".safetensors" in bad.stderr
 

@@ -28,11 +28,22 @@ def _default_dtype(counts: Counter) -> torch.dtype:
 
 
 def convert_checkpoint(
-    source: str | os.PathLike, target: str | os.PathLike, *, dtype: str | None = None
+    source: str | os.PathLike,
+    target: str | os.PathLike,
+    *,
+    dtype: str | None = None,
+    causal_ar: bool = False,
 ) -> Path:
     """Write `source` (any supported DiT format) as a ComfyUI-repack safetensors `target`.
     dtype: fp32 / fp16 / bf16 (default: the file's own dtype; fp16 for fp8 files, whose
-    scales are applied). Refuses an existing `target`; -> the path written."""
+    scales are applied). Refuses an existing `target`; -> the path written.
+
+    The metadata `config` holds our hints (heads, text length, eps) and a `transformer`
+    entry, the part ComfyUI's model detection (0.4+) copies into the Wan model it builds: the
+    values its detection cannot see (heads, text width, frequency width, text length). With
+    `causal_ar`, `transformer.causal_ar = true` makes ComfyUI's own loader build its
+    `CausalWanModel` (ComfyUI's autoregressive Wan, SamplerARVideo); our loaders and AdaState
+    from MODEL read the file the same either way."""
     from safetensors.torch import save_file
 
     source, target = Path(source), Path(target)
@@ -61,10 +72,18 @@ def convert_checkpoint(
             tensor = tensor.float()
         tensors[PREFIX + key] = tensor.to(out_dtype).contiguous()
     cfg = ckpt.config
+    transformer = {
+        "num_heads": cfg.num_heads,
+        "text_dim": cfg.text_dim,
+        "freq_dim": cfg.freq_dim,
+        "text_len": cfg.text_len,
+        "eps": cfg.eps,
+    }
+    if causal_ar:
+        transformer["causal_ar"] = True
+    hints = {"num_heads": cfg.num_heads, "text_len": cfg.text_len, "eps": cfg.eps}
     metadata = {
-        "config": json.dumps(
-            {"num_heads": cfg.num_heads, "text_len": cfg.text_len, "eps": cfg.eps}
-        ),
+        "config": json.dumps({**hints, "transformer": transformer}),
         "converted_from": source.name,
         "converted_by": "adastate convert",
     }
