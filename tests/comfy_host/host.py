@@ -64,6 +64,98 @@ def write_models(root: Path, comfy_dir: Path | None = None, python: str | None =
     return {"dit": dit, "vae": vae}
 
 
+NATIVE = "native_tiny_fp32.safetensors"  # ComfyUI repack, fp32: loads with UNETLoader
+NATIVE_AR = "native_tiny_causal_ar.safetensors"  # the same, marked causal_ar
+NATIVE_MERGED = "native_tiny_lora_merged.safetensors"  # official layout, LoRA merged at 0.8
+NATIVE_GGUF = "native_tiny_Q8_0.gguf"  # the same weights as NATIVE, Q8_0 linears
+NATIVE_GGUF_REF = "native_tiny_Q8_0_dequantised.safetensors"  # its dequantised weights
+LORA = "native_tiny_lora.safetensors"  # kohya-style rank-4 LoRA on some linears
+LORA_STRENGTH = 0.8
+LORA_RANK, LORA_ALPHA = 4, 2.0
+LORA_TARGETS = ("self_attn.q", "self_attn.o", "cross_attn.k", "ffn.0", "ffn.2")
+
+
+def native_config():
+    """A tiny Wan2.1 T2V that ComfyUI's Wan detection builds right without metadata
+    (0.3.64 reads none): 128-wide heads, frequency width 256, umT5 width 4096."""
+    from adastate_core.model import WanConfig
+
+    return WanConfig(dim=128, ffn_dim=256, num_heads=1, num_layers=2, freq_dim=256)
+
+
+def write_native_models(root: Path) -> dict:
+    """Files for AdaState from MODEL: the DiT as a ComfyUI repack (fp32, and marked
+    causal_ar), a LoRA for LoraLoaderModelOnly and the weights with that LoRA merged (our
+    loader's reference); with the `gguf` package, a Q8_0 GGUF of the DiT and its dequantised
+    weights."""
+    import torch
+    from safetensors.torch import save_file
+
+    from adastate_core.model.convert import convert_checkpoint
+    from adastate_core.model.random_weights import random_state_dict
+
+    cfg = native_config()
+    folder = root / "diffusion_models"
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = random_state_dict(cfg, 5)
+    official = root / "native_official.safetensors"
+    save_file(weights, str(official), {"config": json.dumps({"num_heads": cfg.num_heads})})
+    convert_checkpoint(official, folder / NATIVE, dtype="fp32")
+    convert_checkpoint(official, folder / NATIVE_AR, dtype="fp32", causal_ar=True)
+
+    gen = torch.Generator().manual_seed(11)
+    lora, merged = {}, dict(weights)
+    for i in range(cfg.num_layers):
+        for target in LORA_TARGETS:
+            key = f"blocks.{i}.{target}"
+            w = weights[key + ".weight"]
+            down = torch.randn(LORA_RANK, w.shape[1], generator=gen) * 0.05
+            up = torch.randn(w.shape[0], LORA_RANK, generator=gen) * 0.05
+            lora[f"diffusion_model.{key}.lora_down.weight"] = down
+            lora[f"diffusion_model.{key}.lora_up.weight"] = up
+            lora[f"diffusion_model.{key}.alpha"] = torch.tensor(LORA_ALPHA)
+            scale = LORA_STRENGTH * LORA_ALPHA / LORA_RANK
+            merged[key + ".weight"] = w + scale * (up @ down)
+    (root / "loras").mkdir(parents=True, exist_ok=True)
+    save_file(lora, str(root / "loras" / LORA))
+    save_file(merged, str(folder / NATIVE_MERGED), {"config": json.dumps({"num_heads": 1})})
+    files = {"native": folder / NATIVE, "merged": folder / NATIVE_MERGED}
+    try:
+        files.update(write_gguf(weights, folder))
+    except ImportError:
+        pass
+    return files
+
+
+def write_gguf(weights: dict, folder: Path) -> dict:
+    """A Q8_0 GGUF of `weights` as ComfyUI-GGUF reads Wan files (architecture "wan", official
+    tensor names; 2-D linears quantised, the rest F32), and our safetensors of the weights
+    it dequantises to (the reference)."""
+    import gguf
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    writer = gguf.GGUFWriter(str(folder / NATIVE_GGUF), "wan")
+    reference = {}
+    for name, t in weights.items():
+        data = t.float().numpy()
+        if t.ndim == 2 and t.shape[1] % 32 == 0:
+            packed = gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0)
+            writer.add_tensor(name, packed, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+            back = gguf.quants.dequantize(packed, gguf.GGMLQuantizationType.Q8_0)
+            reference[name] = torch.from_numpy(np.ascontiguousarray(back).reshape(t.shape))
+        else:
+            writer.add_tensor(name, data)
+            reference[name] = t.float()
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    save_file(reference, str(folder / NATIVE_GGUF_REF), {"config": json.dumps({"num_heads": 1})})
+    return {"gguf": folder / NATIVE_GGUF, "gguf_ref": folder / NATIVE_GGUF_REF}
+
+
 def host_vae_shapes(comfy_dir: Path, python: str | None = None) -> dict[str, list[int]]:
     """Key -> shape of the host's Wan2.1 VAE (its own WanVAE class, on the meta device)."""
     code = (
@@ -118,6 +210,7 @@ def write_config(tmp: Path, comfy_dir: Path) -> Path:
         "    diffusion_models: models/diffusion_models\n"
         "    vae: models/vae\n"
         "    text_encoders: models/text_encoders\n"
+        "    loras: models/loras\n"
         "    custom_nodes: custom_nodes\n"
     )
     return yaml
@@ -218,14 +311,23 @@ class Server:
         return root / item.get("subfolder", "") / item["filename"]
 
 
-def start_server(tmp: Path, comfy_dir: Path | None = None) -> Server:
+def start_server(
+    tmp: Path, comfy_dir: Path | None = None, native: bool = True, extra_nodes=()
+) -> Server:
     """A headless ComfyUI (COMFYUI_DIR unless given) with this pack, the test pack and the tiny
-    models, answering on a free port; the caller stops it."""
+    models (with `native`, also the files of `write_native_models`), plus the custom node
+    folders `extra_nodes`, answering on a free port; the caller stops it."""
     comfy_dir = Path(comfy_dir or os.environ["COMFYUI_DIR"]).resolve()
     if not (comfy_dir / "main.py").is_file():
         raise RuntimeError(f"COMFYUI_DIR={comfy_dir} is not a ComfyUI checkout (no main.py)")
     write_models(tmp / "models", comfy_dir)
+    if native:
+        write_native_models(tmp / "models")
     config = write_config(tmp, comfy_dir)
+    for folder in extra_nodes:
+        link = tmp / "custom_nodes" / Path(folder).name
+        if not link.exists():
+            link.symlink_to(Path(folder).resolve(), target_is_directory=True)
     srv = Server(comfy_dir, tmp)
     try:
         srv.start(config)
@@ -305,6 +407,12 @@ def shrink(prompt: dict, seconds: float = SECONDS) -> dict:
             continue
         if cls == "AdaState_LoadModel":
             inputs["dit_name"] = DIT_NAME
+        if cls == "UNETLoader":
+            inputs["unet_name"] = NATIVE
+        if cls.startswith("UnetLoaderGGUF"):
+            inputs["unet_name"] = NATIVE_GGUF
+        if cls in ("LoraLoaderModelOnly", "LoraLoader"):
+            inputs["lora_name"] = LORA
         if cls == "VAELoader":
             inputs["vae_name"] = VAE_NAME
         if "width" in inputs:

@@ -177,15 +177,80 @@ class AdaStateTest_SaveTensor:
         return {"ui": {"text": [path]}}
 
 
+class AdaStateTest_LowVram:
+    """Test only: a clone of a MODEL that ComfyUI always loads in low-VRAM mode (a 1-byte
+    weight budget: every layer stays on the offload device and is cast per call, LoRA
+    patches applied in the cast), as on a small GPU."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",)}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "wrap"
+    CATEGORY = "AdaState/testing"
+
+    def wrap(self, model):
+        import uuid
+
+        clone = model.clone()
+        # a patch set of its own: ComfyUI re-patches (and so reloads) the shared weights for it
+        # instead of keeping them as another patcher left them
+        clone.patches_uuid = uuid.uuid4()
+        load = clone.load
+
+        def low_vram_load(device_to=None, lowvram_model_memory=0, force_patch_weights=False,
+                          full_load=False, **kwargs):  # fmt: skip
+            return load(device_to, lowvram_model_memory=1,
+                        force_patch_weights=force_patch_weights, full_load=False, **kwargs)  # fmt: skip
+
+        clone.load = low_vram_load
+        return (clone,)
+
+
+class AdaStateTest_ModelReport:
+    """Test only: what a MODEL is after a run: its diffusion model class, dtype, how many
+    layers ComfyUI casts per call (low-VRAM) and how many weight patches (LoRA) it holds."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "after": ("IMAGE",)}}
+
+    RETURN_TYPES = ("STRING",)
+    FUNCTION = "report"
+    OUTPUT_NODE = True
+    CATEGORY = "AdaState/testing"
+
+    def report(self, model, after):
+        import json
+
+        dm = model.model.diffusion_model
+        cast = sum(1 for m in dm.modules() if getattr(m, "comfy_cast_weights", False))
+        data = {
+            "class": type(dm).__name__,
+            "dtype": str(model.model.get_dtype()),
+            "manual_cast": str(getattr(model.model, "manual_cast_dtype", None)),
+            "cast_layers": cast,
+            "patches": len(model.patches),
+            "lowvram": bool(getattr(model.model, "model_lowvram", False)),
+        }
+        text = json.dumps(data)
+        return {"ui": {"text": [text]}, "result": (text,)}
+
+
 NODE_CLASS_MAPPINGS = {
     "AdaStateTest_SaveTensor": AdaStateTest_SaveTensor,
     "AdaStateTest_CLIP": AdaStateTest_CLIP,
     "AdaStateTest_Conditioning": AdaStateTest_Conditioning,
     "AdaStateTest_DecodeStats": AdaStateTest_DecodeStats,
+    "AdaStateTest_LowVram": AdaStateTest_LowVram,
+    "AdaStateTest_ModelReport": AdaStateTest_ModelReport,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "AdaStateTest_SaveTensor": "Test save IMAGE as .npy (AdaState tests)",
     "AdaStateTest_CLIP": "Test CLIP stand-in (AdaState tests)",
     "AdaStateTest_Conditioning": "Test Conditioning (AdaState tests)",
     "AdaStateTest_DecodeStats": "Test decode statistics (AdaState tests)",
+    "AdaStateTest_LowVram": "Test force low-VRAM loading (AdaState tests)",
+    "AdaStateTest_ModelReport": "Test MODEL report (AdaState tests)",
 }
