@@ -57,6 +57,8 @@ def write_models(root: Path, comfy_dir: Path | None = None, python: str | None =
     # as on a machine that has the models (no missing-models warnings over the canvas); the
     # tests that run a workflow switch its loaders to the tiny files above
     for folder, name in (("diffusion_models", "self_forcing_dmd.pt"),
+                         ("diffusion_models", "self_forcing_dmd.safetensors"),
+                         ("loras", "Wan2_1_self_forcing_dmd_1_3B_lora_rank_32_fp16.safetensors"),
                          ("text_encoders", "umt5_xxl_fp8_e4m3fn_scaled.safetensors"),
                          ("vae", "wan_2.1_vae.safetensors")):  # fmt: skip
         (root / folder).mkdir(parents=True, exist_ok=True)

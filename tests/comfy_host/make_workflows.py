@@ -59,6 +59,9 @@ OUTPUTS = {
     "AdaState_VideoCombine": [("filename", "STRING"), ("video", "VIDEO")],
     "AdaState_Generate": [("preview", "IMAGE"), ("filename", "STRING"), ("video", "VIDEO")],
     "AdaState_PromptSchedule": [("prompts", "ADASTATE_PROMPTS")],
+    "AdaState_NativeModel": [("model", "ADASTATE_MODEL")],
+    "UNETLoader": [("MODEL", "MODEL")],
+    "LoraLoaderModelOnly": [("MODEL", "MODEL")],
     "CLIPLoader": [("CLIP", "CLIP")],
     "CLIPTextEncode": [("CONDITIONING", "CONDITIONING")],
     "VAELoader": [("VAE", "VAE")],
@@ -97,6 +100,9 @@ SOCKETS = {
         ("prompts", "ADASTATE_PROMPTS"),
     ],
     "AdaState_PromptSchedule": [("clip", "CLIP")],
+    "AdaState_NativeModel": [("model", "MODEL")],
+    "UNETLoader": [],
+    "LoraLoaderModelOnly": [("model", "MODEL")],
     "CLIPLoader": [],
     "CLIPTextEncode": [("clip", "CLIP")],
     "VAELoader": [],
@@ -121,6 +127,7 @@ TITLES = {
     "AdaState_VideoCombine": "Video Combine (AdaState)",
     "AdaState_Generate": "Generate Stream (AdaState)",
     "AdaState_PromptSchedule": "AdaState Prompt Schedule",
+    "AdaState_NativeModel": "AdaState from MODEL",
 }
 
 # room each node takes on the canvas (LiteGraph: 30 px title, 20 px per slot row, 24 px per
@@ -141,6 +148,7 @@ class Node:
     models: list[dict] | None = None
     links: dict[str, tuple[int, int]] = field(default_factory=dict)  # input -> (node, slot)
     size: tuple[int, int] | None = None  # default: estimated from slots and widgets
+    mode: int = 0  # 4: bypassed (the frontend passes its input through; absent from the API)
 
     def extent(self) -> tuple[int, int]:
         """(width, height) of the node body (the 30 px title bar is above pos)."""
@@ -166,9 +174,10 @@ class Graph:
         self.groups: list[Group] = []
         self.view = view  # (scale, offset x, offset y): opens right of the side bar, below the menu
 
-    def add(self, type_, widgets=(), pos=(0, 0), title=None, models=None, size=None,
+    def add(self, type_, widgets=(), pos=(0, 0), title=None, models=None, size=None, mode=0,
             **links) -> Node:  # fmt: skip
-        node = Node(len(self.nodes) + 1, type_, list(widgets), pos, title, models, size=size)
+        node = Node(len(self.nodes) + 1, type_, list(widgets), pos, title, models, size=size,
+                    mode=mode)  # fmt: skip
         for name, src in links.items():
             node.links[name] = src if isinstance(src, tuple) else (src.id, 0)
         self.nodes.append(node)
@@ -182,13 +191,26 @@ class Graph:
         self.groups.append(Group(title, list(members), color, extra_height))
 
     # -- API format ------------------------------------------------------------------------------
+    def _through(self, src: int, slot: int) -> tuple[int, int]:
+        """The source a link really takes: through bypassed nodes (output -> the input of the
+        same type, as the frontend routes a bypassed node)."""
+        by_id = {n.id: n for n in self.nodes}
+        node = by_id[src]
+        while node.mode == 4:
+            typ = OUTPUTS[node.type][slot][1]
+            name = next(name for name, t in SOCKETS[node.type] if t == typ)
+            src, slot = node.links[name]
+            node = by_id[src]
+        return src, slot
+
     def api(self) -> dict:
         out = {}
         for n in self.nodes:
-            if n.type in UI_ONLY:
+            if n.type in UI_ONLY or n.mode == 4:
                 continue
             inputs = {name: value for name, value in n.widgets}
             for name, (src, slot) in n.links.items():
+                src, slot = self._through(src, slot)
                 inputs[name] = [str(src), slot]
             entry = {"class_type": n.type, "inputs": inputs}
             entry["_meta"] = {"title": n.title or TITLES.get(n.type, n.type)}
@@ -241,7 +263,7 @@ class Graph:
                 "size": list(n.extent()),
                 "flags": {},
                 "order": order[n.id],
-                "mode": 0,
+                "mode": n.mode,
                 "inputs": inputs,
                 "outputs": outputs,
                 "properties": props,
@@ -362,7 +384,7 @@ def below(node: Node, gap: int = 70) -> int:
     return node.pos[1] + node.extent()[1] + gap
 
 
-# -- the five examples ---------------------------------------------------------------------------
+# -- the examples ---------------------------------------------------------------------------
 
 COL = 420  # column pitch of the chunk-by-chunk graphs
 
@@ -543,12 +565,76 @@ def inspect() -> Graph:
     return g
 
 
+LORA = {
+    "name": "Wan2_1_self_forcing_dmd_1_3B_lora_rank_32_fp16.safetensors",
+    "url": "https://huggingface.co/Kijai/WanVideo_comfy/resolve/main/LoRAs/"
+    "Wan2_1_self_forcing_1_3B/Wan2_1_self_forcing_dmd_1_3B_lora_rank_32_fp16.safetensors",
+    "directory": "loras",
+}
+NATIVE_DIT = "self_forcing_dmd.safetensors"
+
+NATIVE_NOTE = (
+    "**ComfyUI's own loaders** (any MODEL: Load Diffusion Model, Unet Loader (GGUF), LoRA "
+    "nodes; ComfyUI loads as much as fits, so 8-12 GB cards work):\n\n"
+    "* `diffusion_models/self_forcing_dmd.safetensors`: Self-Forcing's causal DiT as a "
+    "safetensors, made once with `adastate convert self_forcing_dmd.pt "
+    "self_forcing_dmd.safetensors --causal-ar` ([the .pt](https://huggingface.co/gdhe17/"
+    "Self-Forcing/tree/main/checkpoints)). A GGUF of it works through Unet Loader (GGUF).\n"
+    "* The **LoRA** node is bypassed (Ctrl+B turns it on): e.g. Kijai's Self-Forcing DMD LoRA "
+    "on the base `wan2.1_t2v_1.3B_fp16.safetensors` (a LoRA made for few-step bidirectional "
+    "sampling; its quality in a causal stream is unverified), or your own.\n"
+    "* `text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors` and `vae/wan_2.1_vae.safetensors` "
+    "from Comfy-Org/Wan_2.1_ComfyUI_repackaged (the dialog downloads them)."
+)
+
+
+def native_stream_30s() -> Graph:
+    """(f) the 30-second stream on ComfyUI's own MODEL: Load Diffusion Model -> LoRA
+    (bypassed) -> AdaState from MODEL."""
+    g = Graph()
+    y = 420
+    g.note(NATIVE_NOTE, pos=(0, y - 330), size=(760, 230))
+    dit = g.add("UNETLoader", [("unet_name", NATIVE_DIT), ("weight_dtype", "default")],
+                pos=(0, y), title="Load Diffusion Model")  # fmt: skip
+    lora = g.add("LoraLoaderModelOnly", [("lora_name", LORA["name"]), ("strength_model", 1.0)],
+                 pos=(0, below(dit, 60)), title="LoRA (bypassed: Ctrl+B to use)", models=[LORA],
+                 mode=4, model=dit)  # fmt: skip
+    model = g.add("AdaState_NativeModel", [("attention", "comfy")], pos=(0, below(lora, 60)),
+                  model=lora)  # fmt: skip
+    clip = g.add(
+        "CLIPLoader",
+        [("clip_name", MODELS["clip"]["name"]), ("type", "wan"), ("device", "default")],
+        pos=(0, below(model, 60)),
+        models=[MODELS["clip"]],
+    )
+    vae = g.add("VAELoader", [("vae_name", MODELS["vae"]["name"])], pos=(0, below(clip, 60)),
+                models=[MODELS["vae"]])  # fmt: skip
+    text = g.add("CLIPTextEncode", [("text", PROMPT)], pos=(420, y), clip=clip,
+                 title="Prompt (CLIP Text Encode)", size=(360, 200))  # fmt: skip
+    g.group("ComfyUI model, LoRA, AdaState", dit, lora, model, clip, vae)
+    g.group("Prompt", text, color="#8a6b3a")
+    run = generate(g, model, text, vae, seconds=30.0, prefix="AdaState/native_stream_30s",
+                   pos=(820, 90))  # fmt: skip
+    g.note(
+        "## The 30-second stream on ComfyUI's own model loading\n\n"
+        "**AdaState from MODEL** runs the stream on the layers of any Wan2.1 text-to-video "
+        "MODEL: LoRAs, GGUF quantisation and ComfyUI's partial (low-VRAM) loading apply as in "
+        "its own sampling. `attention = comfy` uses ComfyUI's attention, so its Sage/Flash "
+        "settings and attention patch nodes apply. Model wrappers and object patches (nodes "
+        "that replace a layer's forward) do not reach the stream.",
+        pos=(1200, 90), size=(420, 300),
+    )  # fmt: skip
+    g.group("Generate", run, color="#3a7a4a", extra_height=VIDEO_ROOM)
+    return g
+
+
 WORKFLOWS = {
     "AdaState 5s chunk by chunk": granular_5s,
     "AdaState 30s stream": stream_30s,
     "AdaState anchor comparison": anchor_comparison,
     "AdaState prompt schedule": prompt_schedule,
     "AdaState inspect the state": inspect,
+    "AdaState 30s stream, ComfyUI loader + LoRA": native_stream_30s,
 }
 
 
