@@ -132,6 +132,17 @@ def test_fingerprint_follows_the_effective_weights():
     assert dit.fingerprint() != first
 
 
+def test_fingerprint_without_a_host_identity_follows_in_place_changes():
+    cfg, weights = TINY, random_state_dict(TINY, 3)
+    tree = comfy_like(cfg, weights)
+    dit = ExternalWanDiT(tree, compute_dtype=torch.float32, device="cpu")
+    first = dit.fingerprint()
+    assert dit.fingerprint() == first
+    with torch.no_grad():
+        tree.time_embedding[0].bias.add_(0.1)
+    assert dit.fingerprint() != first
+
+
 def test_a_layer_is_called_not_read():
     """Layers that only work when called (their .weight is not a usable matrix, as with GGUF
     bytes or low-VRAM weights cast inside the call) still give the reference numbers."""

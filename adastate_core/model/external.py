@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import CheckpointError
+from ..tensor_utils import tensor_version
 from . import formats
 from .attention import AttentionFn, get_backend
 from .config import WanConfig
@@ -119,6 +120,8 @@ class ExternalWanDiT(WanStreamForward):
         (q, k, v [B, L, H, d]) -> [B, L, H, d] (e.g. the host's own attention).
     identity(): a hashable that changes whenever the layers' effective weights may have
         changed (ComfyUI: the model object and its patch set); keys the fingerprint memo.
+        Default: the storage and version counter of every parameter (changes when a
+        parameter is replaced or modified in place, as our own DiT's memo).
     """
 
     def __init__(
@@ -175,13 +178,15 @@ class ExternalWanDiT(WanStreamForward):
         a fixed probe input, rounded to bf16 and hashed, so it sees a LoRA applied at call
         time, a GGUF layer's dequantised weights and low-VRAM weights alike (reading the
         stored tensors would not). Memoised per `identity()`."""
-        key = None if self._identity is None else self._identity()
-        if key is not None and self._memo is not None and self._memo[0] == key:
+        key = self._identity() if self._identity is not None else self._parameter_versions()
+        if self._memo is not None and self._memo[0] == key:
             return self._memo[1]
         value = self._probe_fingerprint()
-        if key is not None:
-            self._memo = (key, value)
+        self._memo = (key, value)
         return value
+
+    def _parameter_versions(self) -> tuple:
+        return tuple((p.data_ptr(), tensor_version(p)) for p in self.layers.parameters())
 
     @torch.no_grad()
     def _probe_fingerprint(self) -> str:
