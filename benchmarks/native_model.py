@@ -47,6 +47,9 @@ def comfy_tree(cfg: WanConfig, weights: dict, dtype: torch.dtype, device: str):
         raise SystemExit("--comfyui needs COMFYUI_DIR (and ComfyUI's Python environment)")
     sys.path.insert(0, comfy_dir)
     sys.argv = sys.argv[:1] + (["--cpu"] if device == "cpu" else [])  # comfy's CLI args
+    import comfy.options
+
+    comfy.options.enable_args_parsing()
     import comfy.ops
     from comfy.ldm.wan.model import WanModel
 
