@@ -3,9 +3,14 @@
 #
 #   tests/comfy_host/setup_comfyui.sh COMFYUI_DIR VENV_DIR
 #
-# COMFYUI_DIR: an existing ComfyUI checkout (checked: v0.3.64, commit a125cd84).
+# COMFYUI_DIR: an existing ComfyUI checkout. Checked with both:
+#   v0.3.64, commit a125cd84 (github:Comfy-Org/ComfyUI, 2025-10-11; the pinned version) and
+#   v0.27.0, commit 29fa1646 (the fork snapshot github:1696762169/ComfyUI, 2026-07-07: upstream
+#   77917ed3 plus launcher/workflow files only; the newest snapshot we can fetch).
 # VENV_DIR:    created if missing (a clean venv, no system site-packages).
-# Then:  COMFYUI_DIR=... COMFYUI_PYTHON=VENV_DIR/bin/python pytest -m comfyui tests/test_comfyui_host.py
+# GGUF (optional): a ComfyUI-GGUF checkout (checked: city96 795e4515, 2025-12-18) passed as
+#   COMFYUI_GGUF=... to tests/test_comfyui_native.py; `gguf` is installed here for it.
+# Then:  COMFYUI_DIR=... COMFYUI_PYTHON=VENV_DIR/bin/python pytest -m comfyui tests/
 #
 # What it does and why:
 #  1. torch==2.13.0 first (the CPU build where the index offers one), and every later install
@@ -87,6 +92,7 @@ PY
 fi
 
 "${PIP[@]}" -c "$work/constraints.txt" -e "$REPO"
+"${PIP[@]}" -c "$work/constraints.txt" gguf   # ComfyUI-GGUF's reader (optional GGUF test)
 
 if [ -z "${ADASTATE_NO_LINK:-}" ] && [ ! -e "$COMFYUI_DIR/custom_nodes/adastate" ]; then
     ln -s "$REPO" "$COMFYUI_DIR/custom_nodes/adastate"
