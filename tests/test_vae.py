@@ -150,7 +150,7 @@ def test_diffusers_names_map_to_official():
     assert diffusers_to_official("decoder.mid_block.resnets.1.norm2.gamma") == (
         "decoder.middle.2.residual.3.gamma"
     )
-    assert diffusers_to_official("encoder.conv_in.weight") is None
+    assert diffusers_to_official("encoder.conv_in.weight") == "encoder.conv1.weight"
 
 
 # --- precision, immutability, cache --------------------------------------------------------------

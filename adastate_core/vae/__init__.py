@@ -1,4 +1,5 @@
-"""The Wan2.1 VAE decoder (streamed with an immutable causal cache) and its checkpoint loading."""
+"""The Wan2.1 VAE decoder and encoder (streamed with immutable causal caches) and their checkpoint
+loading."""
 
 from .cache_io import cache_from_tensors, cache_to_tensors
 from .decoder import (
@@ -9,17 +10,22 @@ from .decoder import (
     estimate_cache_bytes,
     video_frames,
 )
-from .loader import load_vae, read_vae_checkpoint
+from .encoder import EncoderCache, WanVAEEncoder, latent_frames
+from .loader import load_vae, load_vae_encoder, read_vae_checkpoint
 
 __all__ = [
     "LATENT_MEAN",
     "LATENT_STD",
     "DecoderCache",
+    "EncoderCache",
     "WanVAEDecoder",
+    "WanVAEEncoder",
     "cache_from_tensors",
     "cache_to_tensors",
     "estimate_cache_bytes",
+    "latent_frames",
     "load_vae",
+    "load_vae_encoder",
     "read_vae_checkpoint",
     "video_frames",
 ]

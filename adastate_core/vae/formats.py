@@ -14,9 +14,9 @@ WAN21_VAE_FILE = "the Wan2.1 VAE wan_2.1_vae.safetensors (or Wan2.1_VAE.pth)"
 # Leading prefixes removed (repeatedly) from every name: checkpoints that bundle a VAE.
 PREFIXES = ("first_stage_model.", "vae.", "module.", "model.", "diffusion_model.")
 
-# Only these official names are needed to decode; everything else (encoder.*, conv1.*) is
-# ignored.
+# The official names the decoder needs, and those the encoder needs.
 DECODE_PREFIXES = ("decoder.", "conv2.")
+ENCODE_PREFIXES = ("encoder.", "conv1.")
 
 # diffusers `AutoencoderKLWan` -> official names. (diffusers prefix, official prefix, is the
 # block a residual block). diffusers nests the upsampling path as up_blocks.S.resnets.R /
@@ -36,6 +36,16 @@ DIFFUSERS_BLOCKS: tuple[tuple[str, str, bool], ...] = (
     (r"decoder\.up_blocks\.(?P<stage>\d+)\.upsamplers\.0\.", "decoder.upsamples.{u}.", False),
     (r"decoder\.norm_out\.", "decoder.head.0.", False),
     (r"decoder\.conv_out\.", "decoder.head.2.", False),
+    # the encoder: diffusers keeps the official flat list of down blocks (residual blocks and
+    # resamples) as encoder.down_blocks.I
+    (r"quant_conv\.", "conv1.", False),
+    (r"encoder\.conv_in\.", "encoder.conv1.", False),
+    (r"encoder\.down_blocks\.(?P<index>\d+)\.", "encoder.downsamples.{index}.", True),
+    (r"encoder\.mid_block\.resnets\.0\.", "encoder.middle.0.", True),
+    (r"encoder\.mid_block\.attentions\.0\.", "encoder.middle.1.", False),
+    (r"encoder\.mid_block\.resnets\.1\.", "encoder.middle.2.", True),
+    (r"encoder\.norm_out\.", "encoder.head.0.", False),
+    (r"encoder\.conv_out\.", "encoder.head.2.", False),
 )
 _DIFFUSERS_COMPILED = tuple((re.compile(p), r, res) for p, r, res in DIFFUSERS_BLOCKS)
 
@@ -54,8 +64,8 @@ def strip_name(name: str) -> str:
 
 
 def diffusers_to_official(name: str, num_res_blocks: int = 2) -> str | None:
-    """Official name of a diffusers AutoencoderKLWan decoder key; None for keys decoding does
-    not use (encoder, quant_conv)."""
+    """Official name of a diffusers AutoencoderKLWan key (decoder or encoder); None for keys
+    neither uses."""
     for pattern, repl, residual in _DIFFUSERS_COMPILED:
         m = pattern.match(name)
         if not m:
@@ -64,6 +74,8 @@ def diffusers_to_official(name: str, num_res_blocks: int = 2) -> str | None:
         if "stage" in groups:
             pos = int(groups["pos"]) if groups.get("pos") is not None else num_res_blocks + 1
             repl = repl.format(u=int(groups["stage"]) * (num_res_blocks + 2) + pos)
+        elif "index" in groups:
+            repl = repl.format(index=int(groups["index"]))
         rest = name[m.end() :]
         if residual:
             for old, new in DIFFUSERS_RESIDUAL.items():
@@ -93,12 +105,14 @@ def _any(names: Iterable[str], *needles: str) -> bool:
 
 
 def is_official_wan(names: set[str]) -> bool:
-    return "decoder.conv1.weight" in names or "decoder.head.0.gamma" in names
+    decoder = "decoder.conv1.weight" in names or "decoder.head.0.gamma" in names
+    return decoder or ("encoder.conv1.weight" in names and "encoder.head.0.gamma" in names)
 
 
 def is_diffusers_wan(names: set[str], shapes: Mapping[str, Sequence[int]]) -> bool:
     conv_in = shapes.get("decoder.conv_in.weight")
-    return "decoder.norm_out.gamma" in names or (conv_in is not None and len(conv_in) == 5)
+    decoder = "decoder.norm_out.gamma" in names or (conv_in is not None and len(conv_in) == 5)
+    return decoder or "encoder.norm_out.gamma" in names
 
 
 # What a file that is not a Wan VAE looks like, and what to tell the user (checked in order,

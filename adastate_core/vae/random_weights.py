@@ -1,4 +1,4 @@
-"""Random-weight Wan VAE decoders for tests and benchmarks (speed does not depend on weights)."""
+"""Random-weight Wan VAEs for tests and benchmarks (speed does not depend on weights)."""
 
 from __future__ import annotations
 
@@ -22,12 +22,24 @@ def _random(key: str, shape: tuple[int, ...], gen: torch.Generator) -> Tensor:
 
 
 def random_state_dict(
-    dim: int = 8, z_dim: int = 16, seed: int = 0, dtype: torch.dtype = torch.float32
+    dim: int = 8,
+    z_dim: int = 16,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    encoder: bool = False,
 ) -> dict[str, Tensor]:
-    """Official-name (`decoder.*`, `conv2.*`) state dict of a random decoder of base `dim`."""
+    """Official-name (`decoder.*`, `conv2.*`) state dict of a random decoder of base `dim`;
+    with `encoder`, the whole VAE (also `encoder.*`, `conv1.*`, drawn after the decoder, so
+    the decoder tensors are the same as without)."""
     gen = torch.Generator().manual_seed(seed)
     shapes = WanVAEDecoder(dim, z_dim, device="meta").state_dict()
-    return {k: _random(k, tuple(v.shape), gen).to(dtype) for k, v in shapes.items()}
+    out = {k: _random(k, tuple(v.shape), gen).to(dtype) for k, v in shapes.items()}
+    if encoder:
+        from .encoder import WanVAEEncoder
+
+        enc = WanVAEEncoder(dim, z_dim, device="meta").state_dict()
+        out.update({k: _random(k, tuple(v.shape), gen).to(dtype) for k, v in enc.items()})
+    return out
 
 
 @torch.no_grad()
