@@ -97,6 +97,7 @@ def state_to(state: StreamState, device: torch.device) -> StreamState:
         anchor=frames_to(state.anchor, device),
         conditioning=state.conditioning.to(device),
         prompt=CrossKV(state.prompt.k.to(device), state.prompt.v.to(device)),
+        lead=_to(state.lead, device),
     )
 
 

@@ -29,6 +29,7 @@ from .persist import (
     saved_settings,
 )
 from .policies import POLICY_CLASSES, AnchorPolicy, policy_for
+from .prime import prime
 from .schedule import SigmaSchedule, renoise, shift_sigma, sigma_grid, x0_from_velocity
 from .state import CachedFrames, Chunk, ChunkNoise, StreamState
 
@@ -58,6 +59,7 @@ __all__ = [
     "policy_for",
     "read_extras",
     "prepare_conditioning",
+    "prime",
     "renoise",
     "save_stream",
     "saved_settings",

@@ -264,9 +264,20 @@ def denoise_live(
     parts = [p.to(device=device, dtype=torch.float32, non_blocking=True) for p in parts]
     x = torch.cat(parts, dim=2) if s else parts[0]
     n_live = s + cfg.chunk
+    lead = stream.lead
+    if lead is not None:  # known first content frames: clean, at timestep 0 in every step
+        r = lead.shape[2]
+        x = torch.cat([x[:, :, :s], lead.to(device, torch.float32), x[:, :, s + r :]], dim=2)
+        known = torch.zeros(n_live, dtype=torch.bool)
+        known[s : s + r] = True
+        sigmas = [_per_frame(v, known, device) for v in sigmas]
+        timesteps = [_per_frame(v, known, device) for v in timesteps]
     for i in range(last + 1):
         sigma, t = sigmas[i], timesteps[i]
-        tt = torch.full((stream.batch, n_live), t, dtype=torch.float32, device=device)
+        if isinstance(t, Tensor):
+            tt = t.reshape(1, n_live).expand(stream.batch, n_live).float()
+        else:
+            tt = torch.full((stream.batch, n_live), t, dtype=torch.float32, device=device)
         exiting = i == last
         context = grad_context if exiting and grad_context is not None else stream.prompt
         with torch.set_grad_enabled(exiting and torch.is_grad_enabled()):
@@ -288,6 +299,13 @@ def denoise_live(
         if not exiting:
             x = renoise(x0, noise.renoise[i].to(device, non_blocking=True), sigmas[i + 1])
     return x0
+
+
+def _per_frame(value: float, known: Tensor, device) -> Tensor:
+    """A per-live-frame schedule value: `value` for frames being denoised, 0 for known ones
+    (float64 [1, 1, F, 1, 1]: broadcasts over latents in x0_from_velocity / renoise)."""
+    out = torch.where(known, 0.0, value).to(torch.float64)
+    return out.reshape(1, 1, -1, 1, 1).to(device)
 
 
 def update_state(model: CausalWanDiT, stream: StreamState, chunk: Chunk) -> StreamState:
@@ -312,13 +330,16 @@ def advance(
     cfg = stream.config
     policy = policy_for(cfg)
     layout = window_layout(stream)
-    s = len(layout.state_positions)
+    # a steady chunk without a live state (a primed prefix chunk): the content alone at its
+    # positions; the anchor is left as it was
+    s = len(layout.state_positions) if state is not None else 0
+    positions = layout.live_positions if s else list(layout.content_positions)
     x = torch.cat([state, content], dim=2) if s else content
     x = x.to(model.device, torch.float32)
     kv = model.cache_kv(
         x,
         stream.prompt,
-        positions=layout.live_positions,
+        positions=positions,
         cache=layout.segments,
     )
     live = CachedFrames(kv.k, kv.v, x)
@@ -354,6 +375,7 @@ def advance(
         window=window,
         anchor=anchor,
         token=new_token(),
+        lead=None,
     )
 
 

@@ -41,6 +41,8 @@ def save_stream(
     path = Path(path)
     tensors = {"conditioning": stream.conditioning}
     tensors.update({f"extra.{k}": v for k, v in (extras or {}).items()})
+    if stream.lead is not None:
+        tensors["lead"] = stream.lead
     for name, part in (("window", stream.window), ("anchor", stream.anchor)):
         if part is not None:
             tensors[f"{name}.k"] = part.k
@@ -217,6 +219,7 @@ def _load(model: CausalWanDiT, path: Path, config: StreamConfig | None):
         prompt=prompt,
         model_id=meta["model_id"],
         token=new_token(),
+        lead=tensors["lead"].to(device) if "lead" in tensors else None,
     )
     return (stream, *_extras(meta, tensors))
 

@@ -80,6 +80,9 @@ class StreamState:
     fingerprint of the DiT that made the cache. token: identity of this exact state (a chunk
     can only be applied to the state it was denoised from). The random stream is a pure
     function of (config.seed, chunk_index), so it needs no stored generator.
+    lead: [B, 16, r, h, w] clean latents (r < chunk) the next chunk starts with: a primed
+    prefix that did not fill a whole chunk (`stream.prime`). The next chunk keeps them as
+    they are (timestep 0) and denoises only its other frames.
     """
 
     config: StreamConfig
@@ -90,6 +93,7 @@ class StreamState:
     prompt: CrossKV
     model_id: str
     token: str
+    lead: Tensor | None = None
 
     @property
     def batch(self) -> int:
@@ -102,6 +106,8 @@ class StreamState:
         yield self.conditioning
         yield self.prompt.k
         yield self.prompt.v
+        if self.lead is not None:
+            yield self.lead
 
     def nbytes(self) -> int:
         """Bytes of memory this state keeps alive (each storage counted once)."""
