@@ -134,6 +134,7 @@ def generate(
     should_stop: Callable[[], bool] | None = None,
     on_step: Callable[[int, int, int], None] | None = None,
     on_decode: Callable[[int, int, int], None] | None = None,
+    skip_frames: int = 0,
 ) -> RunResult:
     """Run `stream` to `total_chunks` chunks (from chunk 0; None = until `should_stop`),
     decoding each chunk with `vae` (its causal cache carried across chunks) and writing the
@@ -143,7 +144,8 @@ def generate(
     `on_step(chunk_index, step, steps)` runs after every denoising step (progress; an
     exception it raises, e.g. ComfyUI's Cancel, stops the run between steps);
     `on_decode(chunk_index, frame, frames)` after every latent frame the VAE decodes (the
-    same, during the decode).
+    same, during the decode). `skip_frames`: video frames of the first chunk that are not
+    written (a primed stream's lead: frames the file already holds, `prefix.start_from`).
 
     Frames are converted to uint8 on the device and written by a writer thread while the
     next chunk is computed (at most 2 chunks in flight). The run state (`state_path`) is
@@ -187,6 +189,8 @@ def generate(
         for step in steps:
             video, host, ready = decoded.pop("video"), decoded.pop("host"), decoded.pop("ready")
             finite, cache_after = decoded.pop("finite"), decoded.pop("cache")
+            if skip_frames:  # the primed lead: already in the file
+                video, host, skip_frames = video[:, :, skip_frames:], host[skip_frames:], 0
             # the writer thread checks, encodes, then saves the run state and reports the
             # chunk: a chunk reported done is on disk
             before = partial(_check_finite, finite, step.chunk.index, frames_written)
