@@ -94,6 +94,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _cmd_extend(args: argparse.Namespace) -> int:
+    from .generate_cmd import extend_args, run
+
+    return run(extend_args(args))
+
+
 # ----------------------------------------------------------------------------------------------
 # demo
 
@@ -217,12 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    gen = sub.add_parser(
-        "generate",
-        help="generate video(s) from text",
-        description="Generate a streaming video; frames are written as they "
-        "are produced, Ctrl-C finishes the file cleanly.",
-    )
+    # the options of `generate`, shared with `extend` (a parent parser)
+    gen = argparse.ArgumentParser(add_help=False)
     src = gen.add_argument_group("prompts")
     src.add_argument("--prompt", help='text, or a timed schedule "0:a cat walks | 5:the cat runs"')
     src.add_argument(
@@ -320,7 +322,46 @@ def build_parser() -> argparse.ArgumentParser:
         "--save-state", metavar="FILE", help="save the resumable run state after every chunk"
     )
     adv.add_argument("--resume", metavar="FILE", help="continue a run saved with --save-state")
+    init = gen.add_argument_group("start from an image or a video")
+    start = init.add_mutually_exclusive_group()
+    start.add_argument(
+        "--init-image", metavar="FILE",
+        help="the video starts with this image (the first frame; the rest of the first chunk "
+        "and everything after is generated)",
+    )  # fmt: skip
+    start.add_argument(
+        "--init-video", metavar="FILE",
+        help="the video starts with this clip and continues it (its last 1+4k frames)",
+    )  # fmt: skip
+    init.add_argument(
+        "--init-frames", type=int, default=None, metavar="N",
+        help="use at most the last N frames of --init-video (fewer frames prime faster; the "
+        "cache only keeps the last window of them anyway)",
+    )  # fmt: skip
+    init.add_argument(
+        "--init-output", default="original", choices=["original", "decoded"],
+        help="the file starts with the original (resized) frames, or with them encoded and "
+        "decoded by the VAE (default original)",
+    )  # fmt: skip
+    common = gen
+    gen = sub.add_parser(
+        "generate",
+        parents=[common],
+        help="generate video(s) from text",
+        description="Generate a streaming video; frames are written as they "
+        "are produced, Ctrl-C finishes the file cleanly.",
+    )
     gen.set_defaults(func=_cmd_generate)
+    ext = sub.add_parser(
+        "extend",
+        parents=[common],
+        help="make a video longer: continue it for --seconds more",
+        description="Continue VIDEO for --seconds (or --chunks) more into a new file (never "
+        "the input). The prompt, seed and stream settings are read from the file when adastate "
+        "wrote it; otherwise give --prompt. Every generate option applies.",
+    )
+    ext.add_argument("video", help="the video to continue (mp4 / webm / gif / webp)")
+    ext.set_defaults(func=_cmd_extend)
 
     demo = sub.add_parser("demo", help="smoke run of the whole pipeline on tiny random weights")
     demo.add_argument(

@@ -54,6 +54,8 @@ class Job:
     label: str = ""
     where: str = ""  # where the request came from (a batch line), for messages
     notes: list[str] = field(default_factory=list)
+    prefix: object = None  # uint8 frames [T, H, W, 3] the video starts from (--init-*)
+    prefix_source: str = ""
 
     @property
     def identity(self) -> tuple[str, str, str]:
@@ -283,6 +285,14 @@ def plan(args) -> tuple[list[Job], list[str]]:
     from .prompts import read_batch_lines, slug
 
     notes: list[str] = []
+    init = getattr(args, "init_image", None) or getattr(args, "init_video", None)
+    if getattr(args, "init_frames", None) is not None and not getattr(args, "init_video", None):
+        raise AdaStateError("--init-frames says how much of --init-video to use; give --init-video")
+    if init and (args.resume or args.prompts):
+        raise AdaStateError(
+            "--init-image / --init-video start one new video; they cannot be used with "
+            + ("--resume (a resumed run continues its own frames)" if args.resume else "--prompts")
+        )
     if args.resume:
         if args.prompts:
             raise AdaStateError("--resume continues one video; it cannot be used with --prompts")
@@ -349,12 +359,108 @@ def plan(args) -> tuple[list[Job], list[str]]:
         out = free_name(Path.cwd(), f"adastate_{slug(schedule[0].text, 30)}_{config.seed}", fmt)
     check_writer_options(fmt, args.fps, args.crf)
     job = Job(schedule, out, config, total)
+    if init:
+        notes += _attach_prefix(args, job, Path(init))
     found = existing(out)
     if found:
         if not args.overwrite:
             raise _refuse_existing(out, found)
         job.replace = True
     return [job], notes
+
+
+def _attach_prefix(args, job: Job, init: Path) -> list[str]:
+    """Read and fit the init image / video now (a bad file is refused before any model
+    loads); the video must go on past it."""
+    from .prefix import read_prefix
+
+    config = job.config
+    video = bool(getattr(args, "init_video", None))
+    if init.resolve() == job.out.resolve():
+        raise AdaStateError(f"the output {job.out} is the init file itself; write a new file")
+    frames = read_prefix(init, config.height, config.width, args.init_frames if video else None)
+    latents = 1 + (frames.shape[0] - 1) // 4
+    whole = latents // config.chunk
+    if job.total <= whole:
+        have = frames.shape[0] / args.fps
+        raise AdaStateError(
+            f"the video would end inside the init {'video' if video else 'image'} "
+            f"({frames.shape[0]} frames, {have:.2f} s = {whole} whole chunks); ask for a "
+            f"longer video (--seconds > {have:.2f} or --chunks > {whole}), or use "
+            "`adastate extend` to add time to a clip"
+        )
+    job.prefix, job.prefix_source = frames, init.name
+    notes = []
+    if video and latents > config.window + config.chunk:
+        notes.append(
+            f"the init video gives {latents} latent frames: the stream keeps its last "
+            f"{config.window} (and the anchor), as it would after generating them"
+        )
+    return notes
+
+
+def extend_args(args: argparse.Namespace) -> argparse.Namespace:
+    """`adastate extend VIDEO --seconds S`: generate's arguments for a new file that starts
+    with VIDEO and goes on for S more seconds (or --chunks more chunks), with VIDEO's stored
+    prompt, seed and settings unless given."""
+    from .io import VideoIOError, count_frames, format_of, read_metadata
+    from .prefix import usable_frames
+
+    video = Path(args.video).expanduser()
+    if not video.is_file():
+        raise AdaStateError(f"video not found: {video}")
+    if args.resume or args.prompts or getattr(args, "init_image", None):
+        raise AdaStateError(
+            "extend continues one video; leave out --resume, --prompts and --init-image"
+        )
+    try:
+        meta = read_metadata(video)
+        count = count_frames(video)
+    except (VideoIOError, OSError, ValueError) as err:
+        raise AdaStateError(f"{video} is not a readable video ({err})") from None
+    if count < 1:
+        raise AdaStateError(f"{video} has no frames")
+    ours = str(meta.get("generator", "")).startswith("adastate")
+    if args.prompt is None and args.schedule is None:
+        if not (ours and meta.get("prompt")):
+            raise AdaStateError(
+                f"{video} carries no adastate prompt (it was not made by adastate): give "
+                "--prompt TEXT"
+            )
+        args.prompt = meta["prompt"]
+    if ours and meta.get("settings"):
+        try:
+            saved = json.loads(meta["settings"])
+        except ValueError:
+            saved = {}
+        fields = {"height": "height", "width": "width", "policy": "anchor", "chunk": "chunk",
+                  "state": "state", "window": "window", "anchor_frames": "anchor_frames",
+                  "ema_alpha": "ema_alpha", "shift": "shift", "seed": "seed"}  # fmt: skip
+        for key, dest in fields.items():
+            if getattr(args, dest, None) is None and key in saved:
+                setattr(args, dest, saved[key])
+        if args.steps is None and "steps" in saved:
+            args.steps = ",".join(f"{v:g}" for v in saved["steps"])
+    used = usable_frames(count, args.init_frames)
+    args.init_video, args.init_image = str(video), None
+    config = stream_config(args)
+    whole = (1 + (used - 1) // 4) // config.chunk
+    if args.chunks is not None:
+        if args.chunks < 1:
+            raise AdaStateError(f"--chunks must be >= 1, got {args.chunks}")
+        args.chunks = whole + args.chunks
+    elif args.seconds is not None:
+        if not math.isfinite(args.seconds) or args.seconds <= 0:
+            raise AdaStateError(f"--seconds must be a finite number > 0, got {args.seconds:g}")
+        args.seconds = used / args.fps + args.seconds
+    else:
+        raise AdaStateError("say how much longer: --seconds N or --chunks N")
+    if not args.out:
+        fmt = (
+            format_of(video) if format_of(video) in ("mp4", "webm", "gif", "webp") else args.format
+        )
+        args.out = str(free_name(video.parent, f"{video.stem}_extended", fmt))
+    return args
 
 
 def check_state_path(path: Path | None, jobs: list[Job], model_files: list[Path]) -> None:
@@ -490,6 +596,9 @@ def _run_locked(args, jobs: list[Job]) -> int:
     # header-only checks of the three files (milliseconds; nothing is loaded)
     dit_ckpt = read_checkpoint(files.dit)
     vae_ckpt = read_vae_checkpoint(files.vae)
+    priming = any(job.prefix is not None for job in jobs)
+    if priming:
+        read_vae_checkpoint(files.vae, part="encoder")  # the init frames need the encoder
     text_ckpt = read_text_checkpoint(files.text_encoder)
     width = text_ckpt.config.get("d_model")
     if width is not None and width != dit_ckpt.config.text_dim:
@@ -515,10 +624,17 @@ def _run_locked(args, jobs: list[Job]) -> int:
     if getattr(args, "compile", False):
         model.compile_blocks()
     vae = load_vae(files.vae, dtype=args.vae_dtype, device=device)
+    encoder = None
+    if priming:
+        from .vae import load_vae_encoder
+
+        encoder = load_vae_encoder(files.vae, dtype=args.vae_dtype, device=device)
     failed = []
     for job in jobs:
         try:
-            stopped = run_job(args, model, vae, rows.__getitem__, job, state_path or job.resume)
+            stopped = run_job(
+                args, model, vae, rows.__getitem__, job, state_path or job.resume, encoder
+            )
         except AdaStateError as err:
             if len(jobs) == 1:
                 raise
@@ -552,7 +668,7 @@ def _encode(args, files, cache_dir: Path, texts: list[str]) -> dict:
     return dict(zip(texts, rows))
 
 
-def run_job(args, model, vae, embed, job: Job, state_path: Path | None) -> bool:
+def run_job(args, model, vae, embed, job: Job, state_path: Path | None, encoder=None) -> bool:
     """Make one video under a lock on its output; True if it was stopped early (Ctrl-C)."""
     from .cli import ProgressBar, graceful_interrupt
     from .io import OutputExistsError, open_writer
@@ -581,6 +697,8 @@ def run_job(args, model, vae, embed, job: Job, state_path: Path | None) -> bool:
         "prompt": prompt, "seed": seed, "anchor": config.policy, "settings": settings,
         "generator": "adastate",
     }  # fmt: skip
+    if job.prefix is not None:
+        metadata["init"] = f"{job.prefix_source} ({job.prefix.shape[0]} frames)"
     state_meta = {
         "schedule": json.dumps([(p.seconds, p.text) for p in job.schedule]),
         "chunks": str(job.total),
@@ -599,12 +717,23 @@ def run_job(args, model, vae, embed, job: Job, state_path: Path | None) -> bool:
         )  # fmt: skip
     except OutputExistsError:
         raise _refuse_existing(out, existing(out), check_lock=False) from None
+    skip = 0
     try:
         with graceful_interrupt() as should_stop, writer:
+            if job.prefix is not None:
+                from .prefix import encode_frames, start_from
+
+                latents = encode_frames(encoder, job.prefix)
+                started = start_from(
+                    model, vae, stream, latents, job.prefix, writer.write,
+                    output=getattr(args, "init_output", "original"),
+                )  # fmt: skip
+                stream, vae_cache = started.stream, started.vae_cache
+                frames_written, skip = started.frames_written, started.skip_frames
             result = generate(
                 model, vae, stream, writer, total_chunks=job.total, prompts=prompts,
                 vae_cache=vae_cache, frames_written=frames_written, state_path=state_path,
-                state_meta=state_meta, on_chunk=bar, should_stop=should_stop,
+                state_meta=state_meta, on_chunk=bar, should_stop=should_stop, skip_frames=skip,
             )  # fmt: skip
     except KeyboardInterrupt:
         bar.close()

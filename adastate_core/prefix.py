@@ -90,7 +90,7 @@ def read_prefix(
 def check_frames(frames: np.ndarray | Tensor, height: int, width: int) -> Tensor:
     """IMAGE-style frames [T, H, W, 3|4|1] (float 0..1 or uint8) at the stream size -> uint8
     [T', H, W, 3] with T' = 1 + 4k (the last ones)."""
-    t = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, Tensor) else frames
+    t = _tensor(frames)
     if t.ndim == 3:
         t = t[None]
     if t.ndim != 4 or t.shape[0] == 0 or t.shape[-1] not in (1, 3, 4):
@@ -112,12 +112,19 @@ def check_frames(frames: np.ndarray | Tensor, height: int, width: int) -> Tensor
     return t[-n:].contiguous()
 
 
+def _tensor(frames) -> Tensor:
+    if isinstance(frames, Tensor):
+        return frames
+    array = np.asarray(frames)
+    return torch.from_numpy(array if array.flags.writeable else array.copy())
+
+
 def encode_frames(
     encoder, frames: Tensor | np.ndarray, on_latent: Callable[[int, int], None] | None = None
 ) -> Tensor:
     """uint8 frames [T, H, W, 3] (T = 1 + 4k) -> normalised latents [1, 16, 1 + k, H/8, W/8],
     moved to the encoder's device 4 frames at a time (bounded memory for long clips)."""
-    frames = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, Tensor) else frames
+    frames = _tensor(frames)
     total = frames.shape[0]
     latents, cache, start, done = [], None, 0, 0
     n_latents = 1 + (total - 1) // 4
@@ -174,7 +181,7 @@ def start_from(
     decoded = None
     if whole:
         decoded, vae_cache = vae.decode_chunk(latents[:, :, :whole])
-    frames = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, Tensor) else frames
+    frames = _tensor(frames)
     if output == "original":
         if write is not None:
             write(frames)

@@ -87,7 +87,7 @@ def write_tiny_models(root: Path) -> dict[str, Path]:
     for p in paths.values():
         p.parent.mkdir(parents=True, exist_ok=True)
     save_random_checkpoint(paths["dit"], TINY, seed=1, layout="self-forcing")
-    save_file(random_vae(dim=8, seed=2), str(paths["vae"]))
+    save_file(random_vae(dim=8, seed=2, encoder=True), str(paths["vae"]))
     proto = train_spiece()
     spiece = torch.frombuffer(bytearray(proto), dtype=torch.uint8).clone()
     save_file(
