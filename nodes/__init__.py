@@ -14,7 +14,13 @@ from .analysis_nodes import AttentionProbe  # noqa: E402
 from .decode_nodes import Decode, DecodeState  # noqa: E402
 from .generate_node import Generate  # noqa: E402
 from .loader_nodes import LoadModel, NativeModel  # noqa: E402
-from .stream_nodes import DenoiseChunk, InitCache, PromptScheduleNode, UpdateState  # noqa: E402
+from .stream_nodes import (  # noqa: E402
+    DenoiseChunk,
+    InitCache,
+    PrimeStream,
+    PromptScheduleNode,
+    UpdateState,
+)
 from .video_nodes import VideoCombine  # noqa: E402
 
 _NODES = (
@@ -29,6 +35,7 @@ _NODES = (
     ("AdaState_DecodeState", DecodeState, "AdaState Decode Hidden State"),
     ("AdaState_AttentionProbe", AttentionProbe, "AdaState Attention Probe"),
     ("AdaState_NativeModel", NativeModel, "AdaState from MODEL"),
+    ("AdaState_PrimeStream", PrimeStream, "AdaState Prime Stream"),
 )
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {node_id: cls for node_id, cls, _ in _NODES}

@@ -307,6 +307,33 @@ def streaming_decoder(vae: Any) -> WanVAEDecoder:
     return decoder
 
 
+_ENCODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def streaming_encoder(vae: Any):
+    """Our streaming Wan2.1 VAE encoder built from a native VAE's weights (cached per VAE)."""
+    from adastate_core.vae import load_vae_encoder
+
+    device = bridge.torch_device()
+    try:
+        encoder = _ENCODERS.get(vae)
+    except TypeError:
+        encoder = None
+    if encoder is not None and encoder.device == device:
+        return encoder
+    try:
+        encoder = load_vae_encoder(bridge.vae_state_dict(vae), device=device)
+    except CheckpointError as err:
+        raise CheckpointError(
+            str(err).replace("the given state dict", "the connected VAE")
+        ) from None
+    try:
+        _ENCODERS[vae] = encoder
+    except TypeError:
+        pass
+    return encoder
+
+
 def chunk_count(seconds: float, config: StreamConfig) -> int:
     if seconds <= 0:
         raise StreamError(f"seconds must be > 0, got {seconds}")

@@ -18,6 +18,7 @@ from .common import (
     MODEL_INPUT,
     POSITIVE_INPUT,
     VAE_INPUT,
+    NodeInputError,
     chunk_count,
     create_video,
     discard_if_empty,
@@ -33,8 +34,35 @@ from .common import (
     video_ui,
     workflow_id,
 )
+from .values import NodeStream, state_to
 
 EVENT = "adastate.chunk"
+
+
+def continue_from(start, decoder, writer) -> tuple:
+    """For a connected stream: the decoder cache after its chunks (decoded from its history,
+    so the first new frames join without a seam), written to the file first as the given
+    original frames (Prime Stream) or as the decoded history; -> (decoder cache, frames
+    written, frames of the first new chunk not to write again)."""
+    if start is None:
+        return None, 0, 0
+    from adastate_core.io.background import frames_uint8
+    from adastate_core.vae import video_frames
+
+    cache, video = None, None
+    if start.history:
+        latents = torch.cat(list(start.history), dim=2).to(decoder.device)
+        video, cache = decoder.decode_chunk(latents)
+    lead = start.state.lead
+    if start.prefix_frames is not None:
+        writer.write(start.prefix_frames)
+        r = 0 if lead is None else lead.shape[2]
+        return cache, start.prefix_frames.shape[0], video_frames(r, first=not start.history)
+    if video is not None:
+        frames = frames_uint8(video).cpu()
+        writer.write(frames)
+        return cache, frames.shape[0], 0
+    return cache, 0, 0
 
 
 class Generate:
@@ -90,25 +118,47 @@ class Generate:
                     "INT",
                     {"default": 0, "min": 0, "max": 1000000, "tooltip": "If above 0: generate exactly this many chunks (3 latent frames = 12 video frames each) instead of `seconds`."},
                 ),
+                "stream": (
+                    "ADASTATE_STREAM",
+                    {"tooltip": "Optional: continue this stream (e.g. from Prime Stream: your image or clip first) instead of starting one; its size and stream settings are used (the widgets' are not). seconds / chunks count the whole video, the given frames included."},
+                ),
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"},
         }  # fmt: skip
 
     def generate(self, model, positive, vae, width, height, seconds, anchor_policy, chunk_frames,
                  state_frames, window_frames, anchor_frames, steps, shift, seed, format, crf,
-                 filename_prefix, preview_frames, prompts=None, chunks=0, prompt=None,
-                 extra_pnginfo=None, unique_id=None):  # fmt: skip
-        config = stream_config(
-            width, height, anchor_policy, chunk_frames, state_frames, window_frames,
-            anchor_frames, steps, shift, seed,
-        )  # fmt: skip
+                 filename_prefix, preview_frames, prompts=None, chunks=0, stream=None,
+                 prompt=None, extra_pnginfo=None, unique_id=None):  # fmt: skip
+        start = stream
+        if start is not None:
+            if not isinstance(start, NodeStream):
+                raise NodeInputError(
+                    "stream must come from Init Cache, Prime Stream or Update State"
+                )
+            config = start.state.config
+            width, height = config.width, config.height
+        else:
+            config = stream_config(
+                width, height, anchor_policy, chunk_frames, state_frames, window_frames,
+                anchor_frames, steps, shift, seed,
+            )  # fmt: skip
         total = int(chunks) if chunks and chunks > 0 else chunk_count(seconds, config)
+        if start is not None and total <= start.state.chunk_index:
+            raise NodeInputError(
+                f"the connected stream already holds {start.state.chunk_index} chunks "
+                f"({config.frames_after(start.state.chunk_index)} frames); ask for a longer "
+                "video (seconds / chunks count the whole video)"
+            )
         schedule = prompt_schedule(config, positive, prompts)
         bridge.save_path(filename_prefix, bridge.output_directory(), width, height)  # checks it
         decoder = streaming_decoder(vae)
         vae_cache = estimate_cache_bytes(height, width, decoder.dtype, dim=decoder.dim)
         dit = use_model(model, config, extra=vae_cache)
-        stream = init_stream(dit, schedule.at(0), config)
+        if start is None:
+            stream = init_stream(dit, schedule.at(0), config)
+        else:
+            stream = state_to(start.state, dit.device)
 
         # progress units per chunk: the denoising steps, then the latent frames decoded
         per_chunk = len(config.schedule.steps) + config.chunk
@@ -184,6 +234,7 @@ class Generate:
         )  # fmt: skip
         try:
             with writer:
+                prior = continue_from(start, decoder, writer)
                 generate(
                     dit,
                     decoder,
@@ -194,6 +245,9 @@ class Generate:
                     on_chunk=on_chunk,
                     on_step=on_step,
                     on_decode=on_decode,
+                    vae_cache=prior[0],
+                    frames_written=prior[1],
+                    skip_frames=prior[2],
                 )
         except BaseException:
             discard_if_empty(writer)  # keeps a file that holds finished chunks

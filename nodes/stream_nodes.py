@@ -21,11 +21,13 @@ from .common import (
     MODEL_INPUT,
     POSITIVE_INPUT,
     STREAM_INPUT,
+    NodeInputError,
     conditioning_tensor,
     raw_latent,
     size_inputs,
     stream_config,
     stream_inputs,
+    streaming_encoder,
     use_model,
 )
 from .values import NodeChunk, NodeStream, PromptList, chunk_to, state_to
@@ -194,3 +196,71 @@ class PromptScheduleNode:
             for p in parse_schedule(text, from_zero=False)
         )
         return (PromptList(entries, bool(recache)),)
+
+
+class PrimeStream:
+    DESCRIPTION = (
+        "Starts a new stream from your frames (image-to-video, extending a clip): the images "
+        "are encoded with the VAE and written into the stream's cache as if the stream had "
+        "generated them, so the next chunk continues them. Connect it between Init Cache and "
+        "Denoise Chunk or Generate Stream. Frames must have the stream's size (resize with "
+        "Upscale Image, crop center); of a batch the last 1+4k frames are used. Frames that do "
+        "not fill a whole chunk (e.g. one image) become the first frames of the next chunk, "
+        "kept exactly; a prefix longer than the window leaves its last window frames and the "
+        "anchor in the cache."
+    )
+    CATEGORY = f"{CATEGORY}/stream"
+    FUNCTION = "prime"
+    RETURN_TYPES = ("ADASTATE_STREAM",)
+    RETURN_NAMES = ("stream",)
+    OUTPUT_TOOLTIPS = ("The stream after your frames, ready for its next chunk.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": MODEL_INPUT,
+                "stream": (
+                    "ADASTATE_STREAM",
+                    {"tooltip": "A new stream from Init Cache (its prompt, size, seed and anchor policy)."},
+                ),
+                "vae": (
+                    "VAE",
+                    {"tooltip": "The Wan2.1 VAE (wan_2.1_vae.safetensors); its encoder turns the frames into latents."},
+                ),
+                "images": (
+                    "IMAGE",
+                    {"tooltip": "One image, or the frames of a clip (e.g. Load Video's), at the stream's width x height."},
+                ),
+                "output": (
+                    ["original", "decoded"],
+                    {"default": "original", "tooltip": "What Generate Stream writes first: your original frames, or them encoded and decoded by the VAE."},
+                ),
+            }
+        }  # fmt: skip
+
+    def prime(self, model, stream: NodeStream, vae, images, output="original"):
+        from adastate_core.prefix import check_frames, encode_frames
+        from adastate_core.stream import prime
+
+        state = stream.state
+        cfg = state.config
+        if state.chunk_index != 0 or stream.history:
+            raise NodeInputError(
+                f"Prime Stream needs a new stream from Init Cache (this one is at chunk "
+                f"{state.chunk_index})"
+            )
+        try:
+            frames = check_frames(images, cfg.height, cfg.width)
+        except ValueError as err:
+            raise NodeInputError(str(err)) from None
+        encoder = streaming_encoder(vae)
+        latents = encode_frames(encoder, frames, on_latent=lambda *_: bridge.check_interrupted())
+        dit = use_model(model, cfg)
+        primed = prime(dit, state_to(state, dit.device), latents.to(dit.device))
+        whole = primed.chunk_index
+        history = tuple(
+            latents[:, :, k * cfg.chunk : (k + 1) * cfg.chunk].float().cpu() for k in range(whole)
+        )
+        keep = frames.cpu() if output == "original" else None
+        return (NodeStream(state_to(primed, bridge.offload_device()), history, keep),)

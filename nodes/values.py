@@ -37,6 +37,9 @@ class NodeStream:
 
     state: StreamState
     history: tuple[Tensor, ...] = ()
+    # a primed stream (Prime Stream): the given frames, uint8 [T, H, W, 3] CPU, that Generate
+    # Stream writes first ("original" output); None: it writes the decoded history instead
+    prefix_frames: Tensor | None = None
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,12 @@ def gen(models, cache_dir, *args, **kw):
     return cli("generate", "--models-dir", models, "--cache-dir", cache_dir, *SIZE, *args, **kw)
 
 
+def main_in_process(*args) -> int:
+    from adastate_core.cli import main
+
+    return main([str(a) for a in args])
+
+
 def picture(path, size=(150, 80), mode="RGB"):
     rng = np.random.default_rng(0)
     data = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
@@ -86,8 +92,9 @@ def test_init_image_starts_the_video_and_matches_the_library(models, tmp_path):
 def test_extend_continues_a_clip_into_a_new_file(models, tmp_path):
     cache = tmp_path / "emb"
     clip = tmp_path / "clip.mp4"
-    gen(models, cache, "--prompt", "0:a red fox | 1:a blue bird", "--chunks", "2",
-        "--seed", "9", "--out", clip)  # fmt: skip
+    main_in_process("generate", "--models-dir", models, "--cache-dir", cache, *SIZE,
+                    "--prompt", "0:a red fox | 1:a blue bird", "--chunks", "2", "--seed", "9",
+                    "--out", clip)  # fmt: skip
     before = clip.read_bytes()
     first = read_frames(clip)
     n = first.shape[0]
@@ -103,8 +110,9 @@ def test_extend_continues_a_clip_into_a_new_file(models, tmp_path):
     assert frames.shape[0] == cfg.frames_after(cfg.chunks_for_seconds(n / 16 + 1))
     assert np.array_equal(frames[:n], first)
     # default name: beside the clip, numbered, never the clip itself
-    again = cli("extend", clip, "--chunks", "1", "--models-dir", models, "--cache-dir", cache)
-    assert again.returncode == 0 and (tmp_path / "clip_extended_001.mp4").is_file()
+    assert main_in_process("extend", clip, "--chunks", "1", "--models-dir", models,
+                           "--cache-dir", cache) == 0  # fmt: skip
+    assert (tmp_path / "clip_extended_001.mp4").is_file()
     assert read_frames(tmp_path / "clip_extended_001.mp4").shape[0] == cfg.frames_after(3)
     assert clip.read_bytes() == before
 
@@ -120,7 +128,8 @@ def test_extend_continues_a_clip_into_a_new_file(models, tmp_path):
         ("extend foreign", "give --prompt"),
     ],
 )
-def test_bad_init_input(models, tmp_path, case, words):
+def test_bad_init_input(models, tmp_path, capsys, case, words):
+    """Refused before any model loads (run in-process: no interpreter start per case)."""
     cache = tmp_path / "emb"
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00" * 64)
@@ -131,7 +140,7 @@ def test_bad_init_input(models, tmp_path, case, words):
 
         with open_writer(foreign, fps=16) as w:
             w.write(np.zeros((5, H, W, 3), np.uint8))
-        res = cli("extend", foreign, "--seconds", "1", "--models-dir", models, check=False)
+        rc = main_in_process("extend", foreign, "--seconds", "1", "--models-dir", models)
     else:
         args = {
             "missing": ["--init-image", tmp_path / "nope.png", "--chunks", "2"],
@@ -140,7 +149,9 @@ def test_bad_init_input(models, tmp_path, case, words):
             "frames without video": ["--init-image", img, "--init-frames", "5", "--chunks", "2"],
             "with resume": ["--init-image", img, "--resume", tmp_path / "s.safetensors"],
         }[case]
-        res = gen(models, cache, "--prompt", "x", "--out", tmp_path / "o.mp4", *args, check=False)
-    assert res.returncode == 2, res.stderr
-    assert words in res.stderr and "Traceback" not in res.stderr
+        rc = main_in_process("generate", "--models-dir", models, "--cache-dir", cache, *SIZE,
+                             "--prompt", "x", "--out", tmp_path / "o.mp4", *args)  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert words in err and "Traceback" not in err
     assert not (tmp_path / "o.mp4").exists()

@@ -64,11 +64,12 @@ INPUT_ORDER = [
     ("AdaState_Generate", ["model", "positive", "vae", "width", "height", "seconds",
                            "anchor_policy", "chunk_frames", "state_frames", "window_frames",
                            "anchor_frames", "steps", "shift", "seed", "format", "crf",
-                           "filename_prefix", "preview_frames", "prompts", "chunks"]),
+                           "filename_prefix", "preview_frames", "prompts", "chunks", "stream"]),
     ("AdaState_PromptSchedule", ["clip", "text", "recache"]),
     ("AdaState_DecodeState", ["vae", "chunk"]),
     ("AdaState_AttentionProbe", ["model", "stream", "step"]),
     ("AdaState_NativeModel", ["model", "attention"]),
+    ("AdaState_PrimeStream", ["model", "stream", "vae", "images", "output"]),
 ]  # fmt: skip
 
 
@@ -174,12 +175,12 @@ def generate_node(model, positive, vae, **kwargs):
 
 
 def test_node_contracts(host):
-    assert len(NODES) == 11 and set(NODES) == set(nodes.NODE_DISPLAY_NAME_MAPPINGS)
+    assert len(NODES) == 12 and set(NODES) == set(nodes.NODE_DISPLAY_NAME_MAPPINGS)
     assert all(k.startswith("AdaState_") for k in NODES)
     names = nodes.NODE_DISPLAY_NAME_MAPPINGS
     assert names["AdaState_VideoCombine"] == "Video Combine (AdaState)"
     assert names["AdaState_Generate"] == "Generate Stream (AdaState)"
-    assert len(set(names.values())) == 11
+    assert len(set(names.values())) == 12
     for node_id, cls in NODES.items():
         spec = cls.INPUT_TYPES()
         for section in ("required", "optional"):
@@ -213,7 +214,7 @@ def test_root_entry_point_imports_without_comfyui():
         f" submodule_search_locations=[r'{REPO}'])\n"
         "mod = importlib.util.module_from_spec(spec); sys.modules['pack'] = mod\n"
         "spec.loader.exec_module(mod)\n"
-        "assert len(mod.NODE_CLASS_MAPPINGS) == 11, mod.NODE_CLASS_MAPPINGS\n"
+        "assert len(mod.NODE_CLASS_MAPPINGS) == 12, mod.NODE_CLASS_MAPPINGS\n"
         "assert set(mod.NODE_DISPLAY_NAME_MAPPINGS) == set(mod.NODE_CLASS_MAPPINGS)\n"
         "assert not any(m.split('.')[0] in ('comfy', 'comfy_api', 'folder_paths', 'server')"
         " for m in sys.modules)\n"
