@@ -24,6 +24,7 @@ EXPECTED = {
     "AdaState prompt schedule",
     "AdaState inspect the state",
     "AdaState 30s stream, ComfyUI loader + LoRA",
+    "AdaState extend a video",
 }
 NOTE = "MarkdownNote"  # frontend-only: in the UI files, not in the API twins
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
@@ -42,6 +43,12 @@ CORE = {
                    ["MODEL"]),
     "LoraLoaderModelOnly": (["model"], [("lora_name", None), ("strength_model", None)],
                             ["MODEL"]),
+    "LoadVideo": ([], [("file", None)], ["VIDEO"]),
+    "GetVideoComponents": (["video"], [], ["IMAGE", "AUDIO", "FLOAT"]),
+    "ImageScale": (["image"], [("upscale_method", {"nearest-exact", "bilinear", "area",
+                                                   "bicubic", "lanczos"}),
+                               ("width", None), ("height", None),
+                               ("crop", {"disabled", "center"})], ["IMAGE"]),
     "ImageBatch": (["image1", "image2"], [], ["IMAGE"]),
     "ImageStitch": (["image1", "image2"],
                     [("direction", {"right", "down", "left", "up"}), ("match_image_size", None),

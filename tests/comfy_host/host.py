@@ -72,6 +72,7 @@ NATIVE_MERGED = "native_tiny_lora_merged.safetensors"  # official layout, LoRA m
 NATIVE_GGUF = "native_tiny_Q8_0.gguf"  # the same weights as NATIVE, Q8_0 linears
 NATIVE_GGUF_REF = "native_tiny_Q8_0_dequantised.safetensors"  # its dequantised weights
 LORA = "native_tiny_lora.safetensors"  # kohya-style rank-4 LoRA on some linears
+CLIP = "adastate_test_clip.mp4"  # a 9-frame clip in the input folder (Load Video)
 LORA_STRENGTH = 0.8
 LORA_RANK, LORA_ALPHA = 4, 2.0
 LORA_TARGETS = ("self_attn.q", "self_attn.o", "cross_attn.k", "ffn.0", "ffn.2")
@@ -127,6 +128,25 @@ def write_native_models(root: Path) -> dict:
     except ImportError:
         pass
     return files
+
+
+def write_clip(path: Path, frames: int = 9) -> Path:
+    """A small test clip (a moving gradient, 64x48) for Load Video."""
+    import numpy as np
+
+    from adastate_core.io import open_writer
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    y, x = np.mgrid[0:48, 0:64]
+    video = np.stack(
+        [
+            np.stack([(x * 4 + 8 * t) % 256, (y * 5) % 256, (x + y + 16 * t) % 256], -1)
+            for t in range(frames)
+        ]  # fmt: skip
+    ).astype(np.uint8)
+    with open_writer(path, fps=16) as writer:
+        writer.write(video)
+    return path
 
 
 def write_gguf(weights: dict, folder: Path) -> dict:
@@ -325,6 +345,8 @@ def start_server(
     write_models(tmp / "models", comfy_dir)
     if native:
         write_native_models(tmp / "models")
+    write_clip(tmp / "input" / CLIP)
+    write_clip(tmp / "input" / "clip.mp4")  # the name the example workflow shows
     config = write_config(tmp, comfy_dir)
     for folder in extra_nodes:
         link = tmp / "custom_nodes" / Path(folder).name
@@ -415,6 +437,8 @@ def shrink(prompt: dict, seconds: float = SECONDS) -> dict:
             inputs["unet_name"] = NATIVE_GGUF
         if cls in ("LoraLoaderModelOnly", "LoraLoader"):
             inputs["lora_name"] = LORA
+        if cls == "LoadVideo":
+            inputs["file"] = CLIP
         if cls == "VAELoader":
             inputs["vae_name"] = VAE_NAME
         if "width" in inputs:

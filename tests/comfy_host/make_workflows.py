@@ -60,6 +60,10 @@ OUTPUTS = {
     "AdaState_Generate": [("preview", "IMAGE"), ("filename", "STRING"), ("video", "VIDEO")],
     "AdaState_PromptSchedule": [("prompts", "ADASTATE_PROMPTS")],
     "AdaState_NativeModel": [("model", "ADASTATE_MODEL")],
+    "AdaState_PrimeStream": [("stream", "ADASTATE_STREAM")],
+    "LoadVideo": [("VIDEO", "VIDEO")],
+    "GetVideoComponents": [("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")],
+    "ImageScale": [("IMAGE", "IMAGE")],
     "UNETLoader": [("MODEL", "MODEL")],
     "LoraLoaderModelOnly": [("MODEL", "MODEL")],
     "CLIPLoader": [("CLIP", "CLIP")],
@@ -98,9 +102,19 @@ SOCKETS = {
         ("positive", "CONDITIONING"),
         ("vae", "VAE"),
         ("prompts", "ADASTATE_PROMPTS"),
+        ("stream", "ADASTATE_STREAM"),
     ],
     "AdaState_PromptSchedule": [("clip", "CLIP")],
     "AdaState_NativeModel": [("model", "MODEL")],
+    "AdaState_PrimeStream": [
+        ("model", "ADASTATE_MODEL"),
+        ("stream", "ADASTATE_STREAM"),
+        ("vae", "VAE"),
+        ("images", "IMAGE"),
+    ],
+    "LoadVideo": [],
+    "GetVideoComponents": [("video", "VIDEO")],
+    "ImageScale": [("image", "IMAGE")],
     "UNETLoader": [],
     "LoraLoaderModelOnly": [("model", "MODEL")],
     "CLIPLoader": [],
@@ -113,6 +127,7 @@ SOCKETS = {
 }
 
 OPTIONAL_SOCKETS = {("AdaState_DenoiseChunk", "positive"), ("AdaState_Generate", "prompts"),
+                    ("AdaState_Generate", "stream"),
                     ("ImageStitch", "image2"), ("AdaState_Decode", "decoder")}  # fmt: skip
 UI_ONLY = {"MarkdownNote"}  # frontend-only nodes: not in the API format
 
@@ -128,6 +143,7 @@ TITLES = {
     "AdaState_Generate": "Generate Stream (AdaState)",
     "AdaState_PromptSchedule": "AdaState Prompt Schedule",
     "AdaState_NativeModel": "AdaState from MODEL",
+    "AdaState_PrimeStream": "AdaState Prime Stream",
 }
 
 # room each node takes on the canvas (LiteGraph: 30 px title, 20 px per slot row, 24 px per
@@ -363,10 +379,12 @@ SIZE = [("width", 832), ("height", 480)]
 
 
 def generate(g, model, text, vae, *, seconds, policy="adaptive", prefix, preview=81, pos=(0, 0),
-             title=None, prompts=None):  # fmt: skip
+             title=None, prompts=None, stream=None):  # fmt: skip
     links = {"model": model, "positive": text, "vae": vae}
     if prompts is not None:
         links["prompts"] = prompts
+    if stream is not None:
+        links["stream"] = stream
     widgets = [*SIZE, ("seconds", seconds), *stream_widgets(policy)]
     widgets += [("format", "mp4"), ("crf", 19), ("filename_prefix", prefix),
                 ("preview_frames", preview), ("chunks", 0)]  # fmt: skip
@@ -628,6 +646,43 @@ def native_stream_30s() -> Graph:
     return g
 
 
+CLIP_NAME = "clip.mp4"
+
+
+def extend_video() -> Graph:
+    """(g) continue a clip: Load Video -> frames -> fit to 832x480 -> Prime Stream -> Generate
+    Stream (the clip first, then 20 more seconds)."""
+    g = Graph()
+    model, _, text, vae = loaders(g)
+    clip = g.add("LoadVideo", [("file", CLIP_NAME)], pos=(420, 760), title="Load Video (your clip)",
+                 size=(360, 300))  # fmt: skip
+    parts = g.add("GetVideoComponents", [], pos=(420, below(clip, 60)), video=clip)
+    fit = g.add("ImageScale", [("upscale_method", "lanczos"), *SIZE, ("crop", "center")],
+                pos=(420, below(parts, 60)), title="Fit to 832x480 (crop center)",
+                image=(parts.id, 0))  # fmt: skip
+    g.group("Your clip", clip, parts, fit, color="#8a6b3a")
+    start = g.add("AdaState_InitCache", [*SIZE, *stream_widgets()], pos=(820, 420),
+                  model=model, positive=text)  # fmt: skip
+    primed = g.add("AdaState_PrimeStream", [("output", "original")], pos=(820, below(start)),
+                   model=model, stream=start, vae=vae, images=fit)  # fmt: skip
+    g.group("Start the stream from the clip", start, primed, color="#3f5e8a")
+    run = generate(g, model, text, vae, seconds=25.0, prefix="AdaState/extended",
+                   pos=(1240, 90), stream=primed)  # fmt: skip
+    g.group("Generate", run, color="#3a7a4a", extra_height=VIDEO_ROOM)
+    g.note(
+        "## Continue a clip\n\n"
+        "**Load Video** picks your clip (put it in ComfyUI's `input` folder or upload it); its "
+        "frames are fitted to the stream size and **Prime Stream** encodes them with the VAE "
+        "and writes them into the stream's cache as if the stream had made them. **Generate "
+        "Stream** then writes your clip first and continues it without a seam; `seconds` "
+        "counts the whole video (clip included). Its size and stream widgets are not used "
+        "when a stream is connected: Init Cache's are. For a single image use Load Image "
+        "instead of the video nodes.",
+        pos=(1640, 90), size=(420, 360),
+    )  # fmt: skip
+    return g
+
+
 WORKFLOWS = {
     "AdaState 5s chunk by chunk": granular_5s,
     "AdaState 30s stream": stream_30s,
@@ -635,6 +690,7 @@ WORKFLOWS = {
     "AdaState prompt schedule": prompt_schedule,
     "AdaState inspect the state": inspect,
     "AdaState 30s stream, ComfyUI loader + LoRA": native_stream_30s,
+    "AdaState extend a video": extend_video,
 }
 
 
