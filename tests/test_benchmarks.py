@@ -60,3 +60,27 @@ def test_stream_ab_ratio_compares_immutable_early_and_late_states():
     ab = stream_bench.ab_ratio(model, cfg, 2, 6, 3, lambda: None)
     assert ab["early_ms"] > 0 and ab["late_ms"] > 0 and ab["ratio"] > 0
     assert states[2].chunk_index == 2  # the timed states were not changed
+
+
+def test_encode_benchmark_compares_with_diffusers():
+    import pytest
+
+    pytest.importorskip("diffusers")
+    import encode
+
+    ours, ref = encode.build_pair(8)
+    video = torch.rand(1, 3, 5, 32, 32) * 2 - 1
+    r = encode.compare(ours, ref, video, repeats=1, warmup=0)
+    assert r["max_err"] < 1e-5 and r["ratio"] > 0
+
+
+def test_native_model_benchmark_alternates_own_and_external():
+    import native_model
+
+    from adastate_core.model.random_weights import TINY
+    from adastate_core.stream import StreamConfig
+
+    own, ext = native_model.build(TINY, torch.float32, "cpu", comfyui=False)
+    t = native_model.ab({"own": own, "external": ext}, StreamConfig(height=32, width=48), 2,
+                        lambda: None, chunk=3)  # fmt: skip
+    assert set(t) == {"own", "external"} and all(v > 0 for v in t.values())
