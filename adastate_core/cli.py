@@ -1,4 +1,5 @@
-"""The `adastate` command: generate, demo, info, convert, tiny-model, train."""
+"""The `adastate` command: generate, extend, compare, evaluate, demo, info, convert, tiny-model,
+train."""
 
 from __future__ import annotations
 
@@ -98,6 +99,43 @@ def _cmd_extend(args: argparse.Namespace) -> int:
     from .generate_cmd import extend_args, run
 
     return run(extend_args(args))
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .evaluate.compare import run_compare
+
+    return run_compare(args)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate.report import evaluate_videos, write_report
+
+    labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
+    if labels is not None and len(labels) != len(args.videos):
+        raise AdaStateError(f"{len(labels)} labels for {len(args.videos)} videos")
+    shown = [-1]
+
+    def progress(done: int, total: int, label: str) -> None:
+        pct = int(100 * done / max(total, 1))
+        if pct != shown[0]:
+            shown[0] = pct
+            print(f"\revaluating {label}: {pct:3d} %", end="", file=sys.stderr, flush=True)
+
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        raise AdaStateError(
+            "video metrics need OpenCV: pip install opencv-python-headless (or the package's "
+            "`eval` extra)"
+        ) from None
+    results = evaluate_videos(args.videos, labels, on_progress=progress)
+    print(file=sys.stderr)
+    page = write_report(results, args.out)
+    from .evaluate.report import markdown_table
+
+    print(markdown_table(results))
+    print(f"wrote {page}")
+    return 0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -362,6 +400,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ext.add_argument("video", help="the video to continue (mp4 / webm / gif / webp)")
     ext.set_defaults(func=_cmd_extend)
+
+    cmp_ = sub.add_parser(
+        "compare",
+        parents=[common],
+        help="one prompt and seed under several anchor policies: videos, a grid, a report",
+        description="Generate the same prompt and seed (the same content noise) under each "
+        "anchor policy (and optionally several checkpoints / window sizes) into --out (a "
+        "folder): one video each, grid.mp4 side by side with labels, and an evaluation report "
+        "(report/index.html). Re-running keeps the finished videos.",
+    )
+    cmp_.add_argument(
+        "--anchors", default="adaptive,static,ema,none", help="policies, comma-separated"
+    )
+    cmp_.add_argument("--checkpoints", default=None, help="DiT files to compare, comma-separated")
+    cmp_.add_argument("--windows", default=None, help="window sizes W to compare, e.g. 3,6")
+    cmp_.set_defaults(func=_cmd_compare)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="measure dynamics, flicker and drift of videos (offline, no model weights)",
+        description="Metrics of each video (VBench-style dynamic degree with OpenCV DIS flow, "
+        "temporal flicker and its motion-compensated residual, a smoothness proxy, content and "
+        "quality drift per second) into a report folder: report.csv, report.md, curves.png, "
+        "scatter.png, metrics.json and index.html. Needs opencv-python-headless.",
+    )
+    ev.add_argument("videos", nargs="+", help="video files (mp4 / webm / gif / webp / png frames)")
+    ev.add_argument(
+        "--out", default="adastate_report", help="report folder (default adastate_report)"
+    )
+    ev.add_argument("--labels", default=None, help="names for the videos, comma-separated")
+    ev.set_defaults(func=_cmd_evaluate)
 
     demo = sub.add_parser("demo", help="smoke run of the whole pipeline on tiny random weights")
     demo.add_argument(
