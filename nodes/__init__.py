@@ -12,6 +12,7 @@ if importlib.util.find_spec("adastate_core") is None:  # the pack folder, not pi
 
 from .analysis_nodes import AttentionProbe  # noqa: E402
 from .decode_nodes import Decode, DecodeState  # noqa: E402
+from .evaluate_node import Evaluate  # noqa: E402
 from .generate_node import Generate  # noqa: E402
 from .loader_nodes import LoadModel, NativeModel  # noqa: E402
 from .stream_nodes import (  # noqa: E402
@@ -36,6 +37,7 @@ _NODES = (
     ("AdaState_AttentionProbe", AttentionProbe, "AdaState Attention Probe"),
     ("AdaState_NativeModel", NativeModel, "AdaState from MODEL"),
     ("AdaState_PrimeStream", PrimeStream, "AdaState Prime Stream"),
+    ("AdaState_Evaluate", Evaluate, "AdaState Evaluate"),
 )
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {node_id: cls for node_id, cls, _ in _NODES}

@@ -56,7 +56,7 @@ def workflow(name: str, **changes) -> dict:
 def test_pack_and_test_pack_loaded(server):
     info = server.get("/object_info")
     ours = {k for k in info if k.startswith("AdaState_")}
-    assert len(ours) == 12, sorted(ours)
+    assert len(ours) == 13, sorted(ours)
     assert {"AdaStateTest_CLIP", "AdaStateTest_Conditioning", "AdaStateTest_DecodeStats"} <= set(
         info
     )

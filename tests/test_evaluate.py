@@ -190,3 +190,22 @@ def test_compare_end_to_end_and_resumable(tmp_path, capsys):
     capsys.readouterr()
     assert main(args) == 0  # again: both finished, kept
     assert "skip" in capsys.readouterr().out and (out / "adaptive.mp4").read_bytes() == before
+
+
+def test_evaluate_node_on_frames_and_files(tmp_path):
+    import torch
+
+    from nodes import NODE_CLASS_MAPPINGS as NODES
+    from nodes.common import NodeInputError
+
+    node = NODES["AdaState_Evaluate"]()
+    frames = torch.from_numpy(pan(4).astype(np.float32) / 255)
+    path = write(tmp_path / "still.mp4", STATIC)
+    out = node.evaluate(16.0, "moving", images=frames, video_1=str(path))
+    text, scatter, curves = out["result"]
+    assert "| moving |" in text and "| still |" in text and out["ui"]["text"] == [text]
+    assert scatter.ndim == 4 and scatter.shape[-1] == 3 and curves.shape[0] == 1
+    with pytest.raises(NodeInputError, match="connect frames"):
+        node.evaluate(16.0, "")
+    with pytest.raises(NodeInputError, match="at least 2"):
+        node.evaluate(16.0, "", images=frames[:1])

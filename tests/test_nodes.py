@@ -70,6 +70,7 @@ INPUT_ORDER = [
     ("AdaState_AttentionProbe", ["model", "stream", "step"]),
     ("AdaState_NativeModel", ["model", "attention"]),
     ("AdaState_PrimeStream", ["model", "stream", "vae", "images", "output"]),
+    ("AdaState_Evaluate", ["fps", "labels", "images", "video_1", "video_2", "video_3", "video_4"]),
 ]  # fmt: skip
 
 
@@ -175,12 +176,12 @@ def generate_node(model, positive, vae, **kwargs):
 
 
 def test_node_contracts(host):
-    assert len(NODES) == 12 and set(NODES) == set(nodes.NODE_DISPLAY_NAME_MAPPINGS)
+    assert len(NODES) == 13 and set(NODES) == set(nodes.NODE_DISPLAY_NAME_MAPPINGS)
     assert all(k.startswith("AdaState_") for k in NODES)
     names = nodes.NODE_DISPLAY_NAME_MAPPINGS
     assert names["AdaState_VideoCombine"] == "Video Combine (AdaState)"
     assert names["AdaState_Generate"] == "Generate Stream (AdaState)"
-    assert len(set(names.values())) == 12
+    assert len(set(names.values())) == 13
     for node_id, cls in NODES.items():
         spec = cls.INPUT_TYPES()
         for section in ("required", "optional"):
@@ -192,7 +193,7 @@ def test_node_contracts(host):
         assert len(cls.RETURN_NAMES) == n == len(cls.OUTPUT_TOOLTIPS) and all(cls.OUTPUT_TOOLTIPS)
         assert cls.CATEGORY.startswith("AdaState") and cls.DESCRIPTION
         assert callable(getattr(cls, cls.FUNCTION))
-        sink = node_id in ("AdaState_VideoCombine", "AdaState_Generate")
+        sink = node_id in ("AdaState_VideoCombine", "AdaState_Generate", "AdaState_Evaluate")
         assert getattr(cls, "OUTPUT_NODE", False) is sink
     assert NODES["AdaState_LoadModel"].INPUT_TYPES()["required"]["dit_name"][0] == [
         "self_forcing_dmd.pt"
@@ -214,7 +215,7 @@ def test_root_entry_point_imports_without_comfyui():
         f" submodule_search_locations=[r'{REPO}'])\n"
         "mod = importlib.util.module_from_spec(spec); sys.modules['pack'] = mod\n"
         "spec.loader.exec_module(mod)\n"
-        "assert len(mod.NODE_CLASS_MAPPINGS) == 12, mod.NODE_CLASS_MAPPINGS\n"
+        "assert len(mod.NODE_CLASS_MAPPINGS) == 13, mod.NODE_CLASS_MAPPINGS\n"
         "assert set(mod.NODE_DISPLAY_NAME_MAPPINGS) == set(mod.NODE_CLASS_MAPPINGS)\n"
         "assert not any(m.split('.')[0] in ('comfy', 'comfy_api', 'folder_paths', 'server')"
         " for m in sys.modules)\n"

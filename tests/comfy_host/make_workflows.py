@@ -61,6 +61,7 @@ OUTPUTS = {
     "AdaState_PromptSchedule": [("prompts", "ADASTATE_PROMPTS")],
     "AdaState_NativeModel": [("model", "ADASTATE_MODEL")],
     "AdaState_PrimeStream": [("stream", "ADASTATE_STREAM")],
+    "AdaState_Evaluate": [("metrics", "STRING"), ("scatter", "IMAGE"), ("curves", "IMAGE")],
     "LoadVideo": [("VIDEO", "VIDEO")],
     "GetVideoComponents": [("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")],
     "ImageScale": [("IMAGE", "IMAGE")],
@@ -112,6 +113,13 @@ SOCKETS = {
         ("vae", "VAE"),
         ("images", "IMAGE"),
     ],
+    "AdaState_Evaluate": [
+        ("images", "IMAGE"),
+        ("video_1", "STRING"),
+        ("video_2", "STRING"),
+        ("video_3", "STRING"),
+        ("video_4", "STRING"),
+    ],
     "LoadVideo": [],
     "GetVideoComponents": [("video", "VIDEO")],
     "ImageScale": [("image", "IMAGE")],
@@ -127,7 +135,9 @@ SOCKETS = {
 }
 
 OPTIONAL_SOCKETS = {("AdaState_DenoiseChunk", "positive"), ("AdaState_Generate", "prompts"),
-                    ("AdaState_Generate", "stream"),
+                    ("AdaState_Generate", "stream"), ("AdaState_Evaluate", "images"),
+                    ("AdaState_Evaluate", "video_1"), ("AdaState_Evaluate", "video_2"),
+                    ("AdaState_Evaluate", "video_3"), ("AdaState_Evaluate", "video_4"),
                     ("ImageStitch", "image2"), ("AdaState_Decode", "decoder")}  # fmt: skip
 UI_ONLY = {"MarkdownNote"}  # frontend-only nodes: not in the API format
 
@@ -144,6 +154,7 @@ TITLES = {
     "AdaState_PromptSchedule": "AdaState Prompt Schedule",
     "AdaState_NativeModel": "AdaState from MODEL",
     "AdaState_PrimeStream": "AdaState Prime Stream",
+    "AdaState_Evaluate": "AdaState Evaluate",
 }
 
 # room each node takes on the canvas (LiteGraph: 30 px title, 20 px per slot row, 24 px per
@@ -495,6 +506,16 @@ def anchor_comparison() -> Graph:
     save = video_combine(g, grid, "AdaState/anchor_comparison", pos=(820 + 3 * COL, y))
     g.group("Side by side: adaptive | static over ema | none", top, bottom, grid, save,
             color="#3a7a4a", extra_height=VIDEO_ROOM)  # fmt: skip
+    y2 = y + 300 + VIDEO_ROOM
+    links = {f"video_{i + 1}": (run.id, 1) for i, run in enumerate(runs)}
+    ev = g.add("AdaState_Evaluate", [("fps", 16.0), ("labels", "adaptive,static,ema,none")],
+               pos=(820, y2), **links)  # fmt: skip
+    plot = g.add("PreviewImage", [], pos=(820 + COL, y2), title="Consistency vs dynamics",
+                 images=(ev.id, 1), size=(WIDTH, 300))  # fmt: skip
+    curves = g.add("PreviewImage", [], pos=(820 + 2 * COL, y2), title="Per-second curves",
+                   images=(ev.id, 2), size=(WIDTH, 300))  # fmt: skip
+    g.group("Measured: dynamics, flicker, drift (AdaState Evaluate)", ev, plot, curves,
+            color="#6a4a8a")  # fmt: skip
     g.note(
         "## Anchor policies compared\n\n"
         "The same prompt, seed and content noise under four anchors at cache position 0: "
