@@ -128,9 +128,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             "video metrics need OpenCV: pip install opencv-python-headless (or the package's "
             "`eval` extra)"
         ) from None
+    vbench = None
+    if args.vbench:  # checked first: a missing VBench is refused before any work
+        from .evaluate.vbench import run_vbench
+
+        names = labels or [Path(v).stem for v in args.videos]
+        vbench = run_vbench(args.videos, names, args.out)
     results = evaluate_videos(args.videos, labels, on_progress=progress)
     print(file=sys.stderr)
-    page = write_report(results, args.out)
+    page = write_report(results, args.out, vbench=vbench)
     from .evaluate.report import markdown_table
 
     print(markdown_table(results))
@@ -430,6 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="adastate_report", help="report folder (default adastate_report)"
     )
     ev.add_argument("--labels", default=None, help="names for the videos, comma-separated")
+    ev.add_argument(
+        "--vbench", action="store_true",
+        help="also run VBench's own dimensions, if VBench and its model weights are installed "
+        "(nothing is downloaded)",
+    )  # fmt: skip
     ev.set_defaults(func=_cmd_evaluate)
 
     demo = sub.add_parser("demo", help="smoke run of the whole pipeline on tiny random weights")

@@ -209,3 +209,50 @@ def test_evaluate_node_on_frames_and_files(tmp_path):
         node.evaluate(16.0, "")
     with pytest.raises(NodeInputError, match="at least 2"):
         node.evaluate(16.0, "", images=frames[:1])
+
+
+def test_vbench_is_optional_and_never_downloads(tmp_path, monkeypatch, capsys):
+    """Without VBench the request is refused with a message before any work; with a VBench
+    package but no weights folder too; with both, its per-video results join the report."""
+    import types
+
+    from adastate_core.cli import main
+
+    a = write(tmp_path / "a.mp4", pan(3))
+    monkeypatch.setitem(sys.modules, "vbench", None)  # not installed
+    assert main(["evaluate", str(a), "--vbench", "--out", str(tmp_path / "r0")]) == 2
+    assert "pip install vbench" in capsys.readouterr().err
+    assert not (tmp_path / "r0" / "index.html").exists()
+
+    calls = []
+
+    class FakeVBench:  # VBench's custom-input API, writing its results file
+        def __init__(self, device, full_info, output_path):
+            self.out = output_path
+
+        def evaluate(self, videos_path, name, dimension_list, local, mode):
+            calls.append((mode, local, list(dimension_list)))
+            videos = sorted(__import__("os").listdir(videos_path))
+            res = {d: [0.5, [{"video_path": f"{videos_path}/{v}", "video_results": 0.9}
+                             for v in videos]] for d in dimension_list}  # fmt: skip
+            (__import__("pathlib").Path(self.out) / f"{name}_eval_results.json").write_text(
+                json.dumps(res)
+            )
+
+    monkeypatch.setitem(sys.modules, "vbench", types.SimpleNamespace(VBench=FakeVBench))
+    weights = tmp_path / "vbench_cache"
+    monkeypatch.setenv("VBENCH_CACHE_DIR", str(weights))
+    assert main(["evaluate", str(a), "--vbench", "--out", str(tmp_path / "r1")]) == 2
+    assert "no VBench model weights" in capsys.readouterr().err
+    weights.mkdir()
+    (weights / "raft-things.pth").write_bytes(b"x")
+    assert main(["evaluate", str(a), "--vbench", "--out", str(tmp_path / "r2")]) == 0
+    assert calls and calls[0][:2] == ("custom_input", True)
+    data = json.loads((tmp_path / "r2" / "metrics.json").read_text())
+    assert data["a"]["vbench"]["dynamic_degree"] == 0.9
+    assert "VBench (its own models)" in (tmp_path / "r2" / "index.html").read_text()
+
+
+def test_short_video_has_no_clip_score():
+    m = evaluate_frames(pan(3)[:20], 16)  # shorter than one 2 s clip
+    assert np.isnan(m.dynamic_clips) and m.moving_pairs > 0

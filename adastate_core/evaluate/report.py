@@ -221,8 +221,11 @@ def markdown_table(results) -> str:
     return "\n".join([head, rule, *rows]) + "\n"
 
 
-def write_report(results, out: str | Path, title: str = "AdaState evaluation") -> Path:
-    """report.csv, report.md, curves.png, scatter.png, metrics.json and index.html in `out`.
+def write_report(
+    results, out: str | Path, title: str = "AdaState evaluation", vbench: dict | None = None
+) -> Path:
+    """report.csv, report.md, curves.png, scatter.png, metrics.json and index.html in `out`
+    (with `vbench`, label -> {dimension: score} from VBench, a table of those too).
     -> the HTML page."""
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -237,10 +240,13 @@ def write_report(results, out: str | Path, title: str = "AdaState evaluation") -
         writer.writerow([label, str(path), *(s[k] for k in keys)])
     _write(out / "report.csv", buf.getvalue())
     table = markdown_table(results)
-    _write(out / "report.md", f"# {title}\n\n{table}")
+    vb_md, vb_html = _vbench_tables(results, vbench) if vbench else ("", "")
+    _write(out / "report.md", f"# {title}\n\n{table}{vb_md}")
     data = {
         label: {"path": str(path), **m.summary(), "curves": m.curves} for label, path, m in results
     }
+    for label in data if vbench else ():
+        data[label]["vbench"] = vbench.get(label, {})
     _write(out / "metrics.json", json.dumps(data, indent=1, default=_json_default))
     curves_png(results, out / "curves.png")
     scatter_png(results, out / "scatter.png")
@@ -281,12 +287,33 @@ MAE after warping by the flow. Drift: content (structure of grey thumbnails) fro
 quality (sharpness, saturation, luminance, contrast) relative to the first 3 s.
 Files: <a href="report.csv">report.csv</a>, <a href="report.md">report.md</a>,
 <a href="metrics.json">metrics.json</a>.</p>
+{vb_html}
 <h2>Consistency vs dynamics</h2><img src="scatter.png" alt="consistency vs dynamics">
 <h2>Per second</h2><img src="curves.png" alt="per-second curves">
 </body></html>
 """
     _write(out / "index.html", page)
     return out / "index.html"
+
+
+def _vbench_tables(results, vbench: dict) -> tuple[str, str]:
+    """VBench's scores as a Markdown section and an HTML table."""
+    dims = sorted({d for scores in vbench.values() for d in scores})
+    rows = [(label, vbench.get(label, {})) for label, _, _ in results]
+    md = "\n## VBench (its own models)\n\n| video | " + " | ".join(dims) + " |\n"
+    md += "|---|" + "---|" * len(dims) + "\n"
+    md += "".join(
+        f"| {label} | " + " | ".join(_fmt(r.get(d, float("nan"))) for d in dims) + " |\n"
+        for label, r in rows
+    )
+    head = "".join(f"<th>{html.escape(d)}</th>" for d in dims)
+    body = "".join(
+        "<tr><td>" + html.escape(label) + "</td>"
+        + "".join(f"<td>{_fmt(r.get(d, float('nan')))}</td>" for d in dims) + "</tr>"
+        for label, r in rows
+    )  # fmt: skip
+    page = f"<h2>VBench (its own models)</h2><table><thead><tr><th>video</th>{head}</tr></thead>"
+    return md, page + f"<tbody>{body}</tbody></table>"
 
 
 def _json_default(v):
