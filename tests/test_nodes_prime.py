@@ -59,7 +59,7 @@ def images(n: int) -> torch.Tensor:
     return torch.rand(n, H, W, 3, generator=torch.Generator().manual_seed(n))
 
 
-@pytest.mark.parametrize("n, output", [(1, "original"), (13, "original"), (9, "decoded")])
+@pytest.mark.parametrize("n, output", [(13, "original"), (9, "decoded")])
 def test_prime_then_generate_equals_the_library(host, n, output):
     model = run("AdaState_LoadModel", "tiny.safetensors", "default", "sdpa")[0]
     vae = FakeVAE(VAE_STATE)
