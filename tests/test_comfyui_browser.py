@@ -128,7 +128,7 @@ def test_anchor_comparison_runs_to_completion_in_the_web_app(server, chrome, tmp
     ))  # fmt: skip
 
     state, live = run_watching(tab)
-    assert state["status"] == "success", state
+    assert state["status"] == "success", json.dumps(state.get("detail") or state)[:3000]
     for node_id in json.loads(tab.eval(
         "JSON.stringify(app.graph.nodes.filter(n => n.type.startsWith('AdaState_Generate') || "
         "n.type === 'AdaState_VideoCombine').map(n => n.id))"
@@ -204,7 +204,7 @@ def test_previews_reach_only_the_node_that_made_them(server, chrome, tmp_path):
     assert type_a == "AdaState_Generate"  # the same id is a Generate Stream node in tab A too
 
     state, live = run_watching(b)
-    assert state["status"] == "success", state
+    assert state["status"] == "success", json.dumps(state.get("detail") or state)[:3000]
     assert live == {gen_b}, live
     assert json.loads(a.eval("JSON.stringify(window.__adastateEvents.length)")) == 0
     assert json.loads(b.eval("JSON.stringify(window.__adastateEvents.length)")) == 4  # chunks

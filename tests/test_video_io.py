@@ -132,6 +132,20 @@ def test_metadata_round_trip(fmt, tmp_path):
     assert read_metadata(path) == METADATA
 
 
+@pytest.mark.parametrize("fmt", list(SUFFIX))
+def test_a_large_workflow_in_the_metadata_keeps_chunks_appendable(fmt, tmp_path):
+    """ComfyUI embeds the whole workflow (often 50-500 KB). The MP4/WebM header then no longer
+    fits the default 32 KB I/O buffer of a non-seekable sink, and the muxer left the header's
+    size at 0: the second chunk was refused as another encoder setup. Any size works."""
+    meta = {**METADATA, "workflow": '{"nodes": [' + ", ".join(["{}"] * 60000) + "]}"}
+    path = out_path(tmp_path, fmt)
+    with open_writer(path, fps=FPS, metadata=meta) as writer:
+        for chunk in chunks():
+            writer.write(chunk)
+    assert count_frames(path) == sum(CHUNKS)
+    assert read_metadata(path) == meta
+
+
 @pytest.mark.parametrize("fmt", ["mp4", "webm"])
 def test_metadata_keys_are_also_plain_container_tags(fmt, tmp_path):
     path = out_path(tmp_path, fmt)

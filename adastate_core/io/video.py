@@ -532,7 +532,14 @@ class _PyAVWriter(_FileWriter):
         # bitexact: no random track ids or library versions in the header, so that a header
         # made now equals the one in a file to resume
         options = {**self._mux_options(), "fflags": "+bitexact"}
-        with av.open(sink, "w", format=self.container_format, options=options) as container:
+        # the sink cannot seek, so a box's size can only be filled in while the box is still
+        # in the I/O buffer: it must hold the whole header (the metadata, e.g. a ComfyUI
+        # workflow of any size, is in it), or a large header gets a size of 0
+        meta_bytes = sum(len(str(k)) + len(str(v).encode()) for k, v in self.metadata.items())
+        buffer = max(1 << 16, 4 * meta_bytes + (1 << 20))
+        with av.open(
+            sink, "w", format=self.container_format, options=options, buffer_size=buffer
+        ) as container:
             container.metadata.update(_metadata_tags(self.metadata))
             stream = container.add_stream(self.codec, rate=self.rate, options=self._codec_options())
             stream.height, stream.width = frames.shape[1:3]
