@@ -676,7 +676,7 @@ def extend_video() -> Graph:
     g = Graph()
     model, _, text, vae = loaders(g)
     clip = g.add("LoadVideo", [("file", CLIP_NAME)], pos=(420, 760), title="Load Video (your clip)",
-                 size=(360, 300))  # fmt: skip
+                 size=(360, 520))  # fmt: skip
     parts = g.add("GetVideoComponents", [], pos=(420, below(clip, 60)), video=clip)
     fit = g.add("ImageScale", [("upscale_method", "lanczos"), *SIZE, ("crop", "center")],
                 pos=(420, below(parts, 60)), title="Fit to 832x480 (crop center)",
