@@ -77,8 +77,8 @@ class Evaluate:
             import cv2  # noqa: F401
         except ImportError:
             raise NodeInputError(
-                "AdaState Evaluate needs OpenCV: install opencv-python-headless into ComfyUI's "
-                "Python (pip install -r custom_nodes/adastate/requirements.txt)"
+                "AdaState Evaluate needs OpenCV: install it into ComfyUI's Python "
+                "(python -m pip install opencv-python-headless)"
             ) from None
         from adastate_core.evaluate import evaluate_frames
         from adastate_core.evaluate.report import (

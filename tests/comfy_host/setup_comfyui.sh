@@ -93,7 +93,7 @@ fi
 
 "${PIP[@]}" -c "$work/constraints.txt" -e "$REPO"
 "${PIP[@]}" -c "$work/constraints.txt" gguf   # ComfyUI-GGUF's reader (optional GGUF test)
-"${PIP[@]}" -c "$work/constraints.txt" -r "$REPO/requirements.txt"   # the pack's (OpenCV: Evaluate)
+"${PIP[@]}" -c "$work/constraints.txt" -r "$REPO/requirements.txt" opencv-python-headless  # + Evaluate
 
 if [ -z "${ADASTATE_NO_LINK:-}" ] && [ ! -e "$COMFYUI_DIR/custom_nodes/adastate" ]; then
     ln -s "$REPO" "$COMFYUI_DIR/custom_nodes/adastate"
