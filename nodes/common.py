@@ -285,26 +285,32 @@ def use_model(model: AdaStateModel, config: StreamConfig | None = None, extra: i
 _DECODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def streaming_decoder(vae: Any) -> WanVAEDecoder:
-    """Our streaming Wan2.1 decoder built from a native VAE's weights (cached per VAE)."""
+def _native_vae_part(vae: Any, cache: weakref.WeakKeyDictionary, load):
+    """Our streaming model (`load(state_dict, device=...)`) built from a native VAE's weights,
+    cached per VAE and device."""
     device = bridge.torch_device()
     try:
-        decoder = _DECODERS.get(vae)
+        part = cache.get(vae)
     except TypeError:  # not weak-referenceable: build each time
-        decoder = None
-    if decoder is not None and decoder.device == device:
-        return decoder
+        part = None
+    if part is not None and part.device == device:
+        return part
     try:
-        decoder = load_vae(bridge.vae_state_dict(vae), device=device)
+        part = load(bridge.vae_state_dict(vae), device=device)
     except CheckpointError as err:
         raise CheckpointError(
             str(err).replace("the given state dict", "the connected VAE")
         ) from None
     try:
-        _DECODERS[vae] = decoder
+        cache[vae] = part
     except TypeError:
         pass
-    return decoder
+    return part
+
+
+def streaming_decoder(vae: Any) -> WanVAEDecoder:
+    """Our streaming Wan2.1 decoder built from a native VAE's weights (cached per VAE)."""
+    return _native_vae_part(vae, _DECODERS, load_vae)
 
 
 _ENCODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -314,24 +320,7 @@ def streaming_encoder(vae: Any):
     """Our streaming Wan2.1 VAE encoder built from a native VAE's weights (cached per VAE)."""
     from adastate_core.vae import load_vae_encoder
 
-    device = bridge.torch_device()
-    try:
-        encoder = _ENCODERS.get(vae)
-    except TypeError:
-        encoder = None
-    if encoder is not None and encoder.device == device:
-        return encoder
-    try:
-        encoder = load_vae_encoder(bridge.vae_state_dict(vae), device=device)
-    except CheckpointError as err:
-        raise CheckpointError(
-            str(err).replace("the given state dict", "the connected VAE")
-        ) from None
-    try:
-        _ENCODERS[vae] = encoder
-    except TypeError:
-        pass
-    return encoder
+    return _native_vae_part(vae, _ENCODERS, load_vae_encoder)
 
 
 def chunk_count(seconds: float, config: StreamConfig) -> int:
