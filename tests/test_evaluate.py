@@ -256,3 +256,17 @@ def test_vbench_is_optional_and_never_downloads(tmp_path, monkeypatch, capsys):
 def test_short_video_has_no_clip_score():
     m = evaluate_frames(pan(3)[:20], 16)  # shorter than one 2 s clip
     assert np.isnan(m.dynamic_clips) and m.moving_pairs > 0
+
+
+def test_report_never_writes_over_other_files(tmp_path, capsys):
+    from adastate_core.cli import main
+
+    a = write(tmp_path / "a.mp4", pan(3))
+    mine = tmp_path / "r" / "index.html"
+    mine.parent.mkdir()
+    mine.write_text("my page")
+    assert main(["evaluate", str(a), "--out", str(tmp_path / "r")]) == 2
+    assert "never writes over" in capsys.readouterr().err and mine.read_text() == "my page"
+    ok = tmp_path / "ok"
+    assert main(["evaluate", str(a), "--out", str(ok)]) == 0
+    assert main(["evaluate", str(a), "--out", str(ok)]) == 0  # our own report: rerun replaces it

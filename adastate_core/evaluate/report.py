@@ -45,6 +45,17 @@ CURVES = [
 ]
 
 
+REPORT_FILES = (
+    "report.csv",
+    "report.md",
+    "metrics.json",
+    "curves.png",
+    "scatter.png",
+    "index.html",
+)
+MARKER = ".adastate-report"  # a folder with it holds a report of ours: a rerun replaces it
+
+
 class EvaluateError(AdaStateError, ValueError):
     """A video that cannot be evaluated (the message says which and why)."""
 
@@ -230,7 +241,14 @@ def write_report(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise EvaluateError(f"{out} is a file; the report needs a folder")
+    taken = [n for n in REPORT_FILES if (out / n).exists()]
+    if taken and not (out / MARKER).exists():  # files of the user's, not an earlier report
+        raise EvaluateError(
+            f"{out} already holds {', '.join(taken)} that no adastate report wrote; choose "
+            "another --out folder (a report never writes over other files)"
+        )
     out.mkdir(parents=True, exist_ok=True)
+    _write(out / MARKER, "written by adastate evaluate; its files here are replaced by a rerun\n")
     buf = io.StringIO()
     writer = csv.writer(buf)
     keys = list(results[0][2].summary()) if results else []
